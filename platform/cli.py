@@ -1,0 +1,299 @@
+"""``dynagen``: train, sweep, results, report, evaluate, list.
+
+Imports are lazy (argparse and the registry only at module level) so ``dynagen --help`` answers
+in about a second; torch, jax, ray and pyarrow are imported by the command that needs them.
+Bad input ends in one line on stderr, ``dynagen: error: <field>: <what is wrong>; allowed: ...``,
+and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from dynagen.platform.configs import UsageError
+
+EXIT_USAGE = 2
+
+
+def _experiment(name: str):
+    from dynagen.platform.registry import UnknownExperiment, get
+
+    try:
+        return get(name)
+    except UnknownExperiment as error:
+        raise UsageError(error.args[0]) from None
+
+
+def _storage(storage: str | None) -> str:
+    from dynagen.platform.results import StorageError, check_storage
+
+    try:
+        return check_storage(storage)
+    except StorageError as error:
+        raise UsageError(str(error)) from None
+
+
+def _print_metrics(metrics: dict[str, float], title: str) -> None:
+    from dynagen.platform.configs import format_table
+
+    print(f"\n{title}")
+    print(format_table([{"metric": key, "value": float(value)} for key, value in sorted(metrics.items())]))
+
+
+# --------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from dynagen.platform.configs import build_config
+
+    experiment = _experiment(args.experiment)
+    storage = _storage(args.storage)
+    base = None
+    if args.resume:
+        from dynagen.platform.launch import RunNotFound, read_run_config
+
+        try:
+            saved = read_run_config(storage, args.resume)
+        except RunNotFound as error:
+            raise UsageError(f"resume: no run {args.resume!r} under {storage}") from error
+        if saved.pop("experiment", experiment.name) != experiment.name:
+            raise UsageError(f"resume: run {args.resume!r} is not a {experiment.name} run")
+        base = saved
+    config = build_config(experiment, args.preset, args.config, args.set or [], base=base)
+    if args.local:
+        metrics, run_dir = _train_locally(experiment, config, storage, args)
+    else:
+        from dynagen.platform.launch import run_training
+
+        result = run_training(
+            experiment, config, workers=args.workers, use_gpu=args.gpu, storage=storage, name=args.name,
+            resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
+            max_failures=args.max_failures,
+        )
+        metrics, run_dir = result.metrics, result.run_dir
+        print(f"latest checkpoint: {result.checkpoint_path}")
+    _print_metrics(metrics, f"final metrics ({experiment.name}, run dir {run_dir})")
+
+
+def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[dict[str, float], Any]:
+    """In-process run with :class:`LocalContext` (no Ray): same files, same results store."""
+    import yaml
+
+    from dynagen.platform.context import LocalContext
+    from dynagen.platform.launch import CONFIG_FILE, METRICS_FILE, run_dir_for, tensorboard_without_tensorflow, write_text_atomically
+    from dynagen.platform.results import ResultsWriter, join, numeric_metrics
+
+    name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
+    run_dir, _ = run_dir_for(storage, name)
+    if run_dir_for(storage, name)[1] is not None:
+        raise UsageError("storage: --local runs need a local storage path")
+    config_dict = config.model_dump(mode="json")
+    write_text_atomically(storage, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False))
+    tensorboard_without_tensorflow()
+    ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every)
+    writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
+    try:
+        final = dict(experiment.train(config, ctx))
+    except BaseException:
+        for row in ctx.history:
+            writer.log_step(row["step"], row)
+        writer.write_summary("error", ctx.history[-1]["step"] if ctx.history else -1, {})
+        raise
+    finally:
+        ctx.close()
+    for row in ctx.history:
+        writer.log_step(row["step"], row)
+    last_step = ctx.history[-1]["step"] if ctx.history else -1
+    writer.write_summary("completed", last_step, final)
+    metrics = numeric_metrics(final)
+    write_text_atomically(storage, join(name, METRICS_FILE), json.dumps({**metrics, "step": last_step}, indent=2))
+    return metrics, run_dir
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def _find_checkpoint(path: Path) -> Path:
+    """A ``state.pt``, a checkpoint folder, or a run folder (its latest checkpoint)."""
+    from dynagen.platform.context import CHECKPOINT_FILE
+
+    if path.is_file():
+        return path
+    if (path / CHECKPOINT_FILE).is_file():
+        return path / CHECKPOINT_FILE
+    candidates = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) + sorted(path.glob(f"checkpoint/{CHECKPOINT_FILE}"))
+    if not candidates:
+        raise UsageError(f"checkpoint: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
+    return candidates[-1]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    import yaml
+
+    from dynagen.platform.configs import build_config
+    from dynagen.platform.context import load_state
+
+    experiment = _experiment(args.experiment)
+    if experiment.evaluate is None:
+        raise UsageError(f"experiment: {experiment.name} has no evaluate function")
+    path = Path(args.checkpoint)
+    if not path.exists():
+        raise UsageError(f"checkpoint: no such file or folder: {path}")
+    checkpoint = _find_checkpoint(path)
+    state = load_state(checkpoint)
+    saved = state.get("_config")
+    run_dir = checkpoint.parent.parent if checkpoint.parent.name.startswith("checkpoint") else checkpoint.parent
+    if saved is None and (run_dir / "config.yaml").is_file():
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    saved = dict(saved or {})
+    saved.pop("experiment", None)
+    config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
+    out_dir = Path(args.out) if args.out else run_dir / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    options = {"samples": args.samples} if args.samples is not None else {}
+    metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
+    from dynagen.platform.launch import write_text_atomically
+
+    write_text_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2))
+    _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
+
+
+# --------------------------------------------------------------------------------------------
+# list, sweep, results, report
+# --------------------------------------------------------------------------------------------
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from dynagen.platform.configs import describe_fields, format_table
+    from dynagen.platform.registry import names
+
+    selected = [args.experiment] if args.experiment else names()
+    for name in selected:
+        try:
+            experiment = _experiment(name)
+        except UsageError:
+            raise
+        except Exception as error:  # a model that does not import is listed, not fatal
+            print(f"{name}: cannot be loaded ({type(error).__name__}: {error})\n")
+            continue
+        print(f"{experiment.name}  [backend: {experiment.backend}]  {experiment.description}".rstrip())
+        for preset, values in experiment.presets.items():
+            print(f"  preset {preset}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+        if args.experiment or args.fields:
+            rows = [{"field": f, "type": t, "default": d} for f, t, d in describe_fields(experiment.config)]
+            print("  " + format_table(rows).replace("\n", "\n  "))
+        print()
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from dynagen.platform.sweep import load_sweep_spec, run_sweep
+
+    spec = load_sweep_spec(args.search_space)
+    storage = _storage(args.storage)
+    run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent)
+
+
+def cmd_results(args: argparse.Namespace) -> None:
+    from dynagen.platform.analysis import print_summary
+
+    print_summary(_storage(args.storage), args.sweep, group_by=args.group_by, metrics=args.metric, analysis=args.analysis)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from dynagen.platform.analysis import plot_curves
+
+    for path in plot_curves(_storage(args.storage), args.sweep, metrics=args.metric, group_by=args.group_by):
+        print(path)
+
+
+# --------------------------------------------------------------------------------------------
+# argument parsing
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dynagen", description="Distributed experiments for generative models of dynamical systems, on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    storage_help = "results/checkpoint storage: a path or s3:// / gs:// URI (default: $DYNAGEN_STORAGE or ./runs)"
+
+    def config_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--preset", help="named preset of the experiment (see `dynagen list`)")
+        sub.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of config values")
+        sub.add_argument("--set", action="append", metavar="KEY=VALUE", help="override one config value (repeatable; nested keys as a.b)")
+
+    train = commands.add_parser("train", help="train one run (Ray Train; --local for in-process)")
+    train.add_argument("experiment")
+    config_options(train)
+    train.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks); the global batch is split across them")
+    train.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    train.add_argument("--storage", help=storage_help)
+    train.add_argument("--name", help="run name (default: <experiment>-<time>)")
+    train.add_argument("--resume", metavar="RUN", help="continue run RUN from its latest checkpoint")
+    train.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="checkpoint every N steps (default 100)")
+    train.add_argument("--keep", type=int, default=3, metavar="K", help="keep the last K checkpoints (default 3)")
+    train.add_argument("--max-failures", type=int, default=0, metavar="F", help="restarts from the latest checkpoint after worker failures")
+    train.add_argument("--local", action="store_true", help="run in this process without Ray")
+    train.set_defaults(handler=cmd_train)
+
+    sweep = commands.add_parser("sweep", help="hyperparameter sweep from a search-space YAML (Ray Tune + Optuna)")
+    sweep.add_argument("search_space", help="a YAML file, or the name of a packaged search space")
+    sweep.add_argument("--resume", action="store_true", help="restore an interrupted sweep; finished trials are not rerun")
+    sweep.add_argument("--max-concurrent", type=int, metavar="N", help="override the spec's max_concurrent")
+    sweep.add_argument("--storage", help=storage_help)
+    sweep.set_defaults(handler=cmd_sweep)
+
+    results = commands.add_parser("results", help="aggregate a sweep: mean and 95%% CI over seeds per group")
+    results.add_argument("sweep")
+    results.add_argument("--group-by", nargs="+", metavar="KEY", help="config keys to group by (default: varied keys except seed)")
+    results.add_argument("--metric", nargs="+", metavar="M", help="metrics to aggregate (default: all)")
+    results.add_argument("--analysis", metavar="NAME", help="print the experiment's named analysis table")
+    results.add_argument("--storage", help=storage_help)
+    results.set_defaults(handler=cmd_results)
+
+    report = commands.add_parser("report", help="PNG plots of metric curves per group")
+    report.add_argument("sweep")
+    report.add_argument("--metric", nargs="+", metavar="M", help="metrics to plot (default: all)")
+    report.add_argument("--group-by", nargs="+", metavar="KEY")
+    report.add_argument("--storage", help=storage_help)
+    report.set_defaults(handler=cmd_report)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint, print and save metrics")
+    evaluate.add_argument("experiment")
+    evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="state.pt, a checkpoint folder or a run folder")
+    evaluate.add_argument("--samples", type=int, metavar="N")
+    config_options(evaluate)
+    evaluate.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/eval)")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    listing = commands.add_parser("list", help="experiments, presets and config fields")
+    listing.add_argument("experiment", nargs="?")
+    listing.add_argument("--fields", action="store_true", help="show every experiment's config fields")
+    listing.set_defaults(handler=cmd_list)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # argparse itself exits 2 with a one-line error on bad flags
+    try:
+        args.handler(args)
+    except UsageError as error:
+        print(f"dynagen: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("dynagen: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

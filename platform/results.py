@@ -1,0 +1,272 @@
+"""The results store: one Parquet dataset per sweep (or single run), partitioned by experiment.
+
+Layout (``storage`` is a local path or a ``s3://`` / ``gs://`` URI, resolved by pyarrow)::
+
+    <storage>/<sweep>/results/experiment=<name>/<trial>-steps-<first>-<last>.parquet   per-step rows
+    <storage>/<sweep>/results/experiment=<name>/<trial>-summary.parquet                 one summary row
+
+Every trial writes its own files, each atomically (a hidden temp file, then a rename), so readers
+never see half a file and concurrent trials never contend. Rows share one set of columns::
+
+    sweep_id, trial_id, status, kind, seed, step, wall_time, config.<field>..., <metric>...
+
+``kind`` is ``step`` or ``summary``; ``status`` is ``running`` on step rows and ``completed``,
+``error`` or ``stopped`` (early, by the scheduler) on summary rows. Metric columns are the union
+over trials (missing values are null); files may differ in which metric columns they hold, so
+readers unify by name: pandas ``pd.read_parquet(<dir>)``, DuckDB ``read_parquet('<dir>/**/*.parquet',
+hive_partitioning=true, union_by_name=true)``, polars ``pl.concat([pl.read_parquet(f,
+hive_partitioning=True) for f in files], how="diagonal_relaxed")``. :func:`read_results` does
+the same with pyarrow and drops per-step rows repeated after a restart from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+STATUSES = ("running", "completed", "error", "stopped")
+FIXED_COLUMNS = ("sweep_id", "trial_id", "status", "kind", "seed", "step", "wall_time")
+CONFIG_PREFIX = "config."
+
+
+class StorageError(ValueError):
+    """Storage that cannot be resolved or written (the CLI turns it into a one-line error)."""
+
+
+def default_storage() -> str:
+    return os.environ.get("DYNAGEN_STORAGE") or "./runs"
+
+
+def is_uri(storage: str) -> bool:
+    return "://" in storage and not storage.startswith("file://")
+
+
+def resolve_storage(storage: str | None = None) -> tuple["pafs.FileSystem", str, str]:
+    """``(filesystem, base path inside it, canonical string)``; local paths become absolute."""
+    import pyarrow.fs as pafs
+
+    storage = storage or default_storage()
+    if storage.startswith("file://"):
+        storage = storage[len("file://") :]
+    if is_uri(storage):
+        try:
+            filesystem, path = pafs.FileSystem.from_uri(storage)
+        except Exception as error:  # pyarrow raises ArrowInvalid / OSError for unknown schemes, bad buckets
+            raise StorageError(f"storage: cannot open {storage!r} ({_first_line(error)})") from None
+        return filesystem, path.rstrip("/"), storage.rstrip("/")
+    path = os.path.abspath(os.path.expanduser(storage))
+    return pafs.LocalFileSystem(), path, path
+
+
+def check_storage(storage: str | None = None) -> str:
+    """Resolve ``storage`` and prove it is writable (create it, write and delete a probe)."""
+    filesystem, base, canonical = resolve_storage(storage)
+    probe = f"{base}/.dynagen-probe-{uuid.uuid4().hex[:8]}"
+    try:
+        filesystem.create_dir(base, recursive=True)
+        with filesystem.open_output_stream(probe) as handle:
+            handle.write(b"ok")
+        filesystem.delete_file(probe)
+    except Exception as error:
+        raise StorageError(f"storage: cannot write to {canonical!r} ({_first_line(error)})") from None
+    return canonical
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def join(*parts: str) -> str:
+    return "/".join(part.rstrip("/") for part in parts)
+
+
+def results_dir(storage: str | None, sweep_id: str) -> tuple["pafs.FileSystem", str]:
+    filesystem, base, _ = resolve_storage(storage)
+    return filesystem, join(base, sweep_id, "results")
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts become ``a.b`` keys; lists become JSON strings (one scalar per column)."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            flat[name] = json.dumps(list(value))
+        else:
+            flat[name] = value
+    return flat
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """The float-valued entries of a metrics dict, fixed column names excluded."""
+    out = {}
+    for key, value in metrics.items():
+        if key in FIXED_COLUMNS or key.startswith(CONFIG_PREFIX) or isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)) or type(value).__name__ in ("float32", "float64", "int32", "int64"):
+            out[key] = float(value)
+    return out
+
+
+def _table(rows: list[dict[str, Any]]) -> "pa.Table":
+    import pyarrow as pa
+
+    columns: dict[str, None] = {}
+    for row in rows:
+        columns.update(dict.fromkeys(row))
+    metric_names = [c for c in columns if c not in FIXED_COLUMNS and not c.startswith(CONFIG_PREFIX)]
+    config_names = [c for c in columns if c.startswith(CONFIG_PREFIX)]
+    arrays, fields = [], []
+    types = {"sweep_id": pa.string(), "trial_id": pa.string(), "status": pa.string(), "kind": pa.string(),
+             "seed": pa.int64(), "step": pa.int64(), "wall_time": pa.float64()}
+    for name in [*FIXED_COLUMNS, *config_names, *metric_names]:
+        values = [row.get(name) for row in rows]
+        if name in types:
+            array = pa.array(values, type=types[name])
+        elif name in metric_names:
+            array = pa.array(values, type=pa.float64())
+        else:
+            array = pa.array(values)
+        arrays.append(array)
+        fields.append(pa.field(name, array.type))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def write_rows_atomically(filesystem: "pafs.FileSystem", directory: str, filename: str, rows: list[dict[str, Any]]) -> str:
+    import pyarrow.parquet as pq
+
+    filesystem.create_dir(directory, recursive=True)
+    target = join(directory, filename)
+    temporary = join(directory, f".{filename}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(_table(rows), temporary, filesystem=filesystem)
+        filesystem.move(temporary, target)
+    except BaseException:
+        try:
+            filesystem.delete_file(temporary)
+        except Exception:
+            pass
+        raise
+    return target
+
+
+class ResultsWriter:
+    """One trial's rows: per-step rows buffered (flushed every ``flush_rows`` rows or
+    ``flush_seconds``), then one summary row."""
+
+    def __init__(
+        self,
+        storage: str | None,
+        sweep_id: str,
+        experiment: str,
+        trial_id: str,
+        config: Mapping[str, Any],
+        seed: int,
+        flush_rows: int = 200,
+        flush_seconds: float = 30.0,
+    ):
+        self.filesystem, root = results_dir(storage, sweep_id)
+        self.directory = join(root, f"experiment={experiment}")
+        self.sweep_id, self.trial_id, self.seed = sweep_id, trial_id, int(seed)
+        self.config_columns = {f"{CONFIG_PREFIX}{k}": v for k, v in flatten(config).items()}
+        self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
+        self._buffer: list[dict[str, Any]] = []
+        self._last_flush = time.monotonic()
+
+    def _row(self, kind: str, status: str, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        return {"sweep_id": self.sweep_id, "trial_id": self.trial_id, "status": status, "kind": kind,
+                "seed": self.seed, "step": int(step), "wall_time": time.time(),
+                **self.config_columns, **numeric_metrics(metrics)}
+
+    def log_step(self, step: int, metrics: Mapping[str, Any]) -> None:
+        self._buffer.append(self._row("step", "running", step, metrics))
+        if len(self._buffer) >= self.flush_rows or time.monotonic() - self._last_flush >= self.flush_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            first, last = self._buffer[0]["step"], self._buffer[-1]["step"]
+            write_rows_atomically(self.filesystem, self.directory, f"{self.trial_id}-steps-{first:09d}-{last:09d}.parquet", self._buffer)
+            self._buffer = []
+        self._last_flush = time.monotonic()
+
+    def write_summary(self, status: str, step: int, metrics: Mapping[str, Any]) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status: unknown {status!r}; allowed: {', '.join(STATUSES)}")
+        self.flush()
+        write_rows_atomically(self.filesystem, self.directory, f"{self.trial_id}-summary.parquet", [self._row("summary", status, step, metrics)])
+
+
+def read_summary(storage: str | None, sweep_id: str, experiment: str, trial_id: str) -> dict[str, Any] | None:
+    """The summary row a trial wrote, or None."""
+    import pyarrow.parquet as pq
+
+    filesystem, root = results_dir(storage, sweep_id)
+    path = join(root, f"experiment={experiment}", f"{trial_id}-summary.parquet")
+    if filesystem.get_file_info(path).type.name == "NotFound":
+        return None
+    return pq.read_table(path, filesystem=filesystem).to_pylist()[0]
+
+
+def _parquet_files(filesystem: "pafs.FileSystem", root: str) -> Iterable[tuple[str, str]]:
+    """``(path, experiment)`` for every finished Parquet file under ``root`` (hidden temp files skipped)."""
+    import pyarrow.fs as pafs
+
+    for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
+        name = info.path.rsplit("/", 1)[-1]
+        if info.type != pafs.FileType.File or name.startswith(".") or not name.endswith(".parquet"):
+            continue
+        partition = info.path[len(root) :].strip("/").split("/")[0]
+        yield info.path, partition.split("=", 1)[1] if partition.startswith("experiment=") else ""
+
+
+def read_results(storage: str | None, sweep_id: str, kind: str | None = None, dedupe: bool = True) -> "pa.Table":
+    """The sweep's rows as one pyarrow table (schemas unified; an ``experiment`` column from the
+    partition). With ``dedupe``, per-step rows written twice (a restart from a checkpoint repeats
+    the steps after it) keep only the latest write."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    filesystem, root = results_dir(storage, sweep_id)
+    tables = []
+    for path, experiment in _parquet_files(filesystem, root):
+        table = pq.read_table(path, filesystem=filesystem)
+        tables.append(table.append_column("experiment", pa.array([experiment] * table.num_rows, pa.string())))
+    if not tables:
+        raise FileNotFoundError(f"sweep: no results for {sweep_id!r} under {root}")
+    table = pa.concat_tables(tables, promote_options="permissive")
+    if kind is not None:
+        table = table.filter(pc.equal(table["kind"], kind))
+    if dedupe and table.num_rows:
+        frame = table.to_pandas()
+        steps = frame[frame["kind"] == "step"].sort_values("wall_time").drop_duplicates(["trial_id", "step"], keep="last")
+        frame = frame[frame["kind"] != "step"]
+        import pandas as pd
+
+        frame = pd.concat([steps, frame]).sort_values(["trial_id", "kind", "step"], kind="stable").reset_index(drop=True)
+        table = pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False)
+    return table
+
+
+def list_sweeps(storage: str | None = None) -> list[str]:
+    import pyarrow.fs as pafs
+
+    filesystem, base, _ = resolve_storage(storage)
+    found = []
+    for info in filesystem.get_file_info(pafs.FileSelector(base, allow_not_found=True)):
+        if info.type == pafs.FileType.Directory:
+            name = info.path.rsplit("/", 1)[-1]
+            if filesystem.get_file_info(join(info.path, "results")).type == pafs.FileType.Directory:
+                found.append(name)
+    return sorted(found)

@@ -1,0 +1,332 @@
+"""Sweeps: a search-space YAML -> a Ray Tune ``Tuner`` with Optuna, grid axes and seeds exhaustive.
+
+The YAML (validated by :class:`SweepSpec`, unknown keys rejected)::
+
+    name: activations                 # sweep id (default: the file's stem)
+    experiment: gan-ntk
+    preset: null                      # applied under `fixed`
+    fixed: {steps: 2000}              # config values of every trial
+    space:                            # one distribution per searched axis
+      activation: {grid: [relu, gelu, erf]}    # exhaustive
+      lr: {loguniform: [1.0e-4, 1.0e-1]}
+      x: {uniform: [0.0, 1.0]}
+      depth: {int: [1, 5]}                       # inclusive; `log: true` for a log scale
+      loss: {choice: [ipm, lsgan]}               # sampled categorical
+    seeds: [0, 1, 2]                  # every sampled configuration runs once per seed
+    num_samples: 8                    # Optuna samples per grid point
+    metric: sinkhorn
+    mode: min
+    scheduler: {type: asha, max_t: 1000, grace_period: 100, reduction_factor: 3}   # time_attr: step
+    resources: {cpu: 1, gpu: 0, workers: 1}    # per trial; workers > 1: a Ray Train TorchTrainer
+    max_concurrent: 2
+
+How the axes become trials (what Ray 2.60 supports: ``OptunaSearch`` rejects ``grid_search``):
+
+* only grid axes: Tune's own ``grid_search`` over grid axes x seeds (BasicVariantGenerator);
+* with distribution axes: an Optuna *define-by-run* space. Optuna trial ``k`` takes grid point
+  ``k mod G`` (G = number of grid points) as constants and samples the distribution axes, so
+  ``num_samples * G`` Optuna trials cover every grid point ``num_samples`` times. With several
+  seeds, Tune's ``Repeater`` runs each Optuna configuration once per seed (``__trial_index__``
+  picks the seed) and gives Optuna the mean over seeds.
+
+``max_concurrent`` wraps the searcher in a ``ConcurrencyLimiter`` (``TuneConfig.max_concurrent_trials``).
+A crashed trial is recorded with status ``error`` (after ``max_failures`` retries from its latest
+checkpoint) and the sweep goes on. ``--resume`` calls ``Tuner.restore(..., resume_errored=True)``:
+finished trials are not rerun (and a trial whose completed summary is already in the results
+store returns at once, should Tune's own snapshot predate its completion).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dynagen.platform.configs import UsageError, deep_merge, load_yaml_file, preset_values, set_dotted, validate
+
+DISTRIBUTIONS = ("grid", "uniform", "loguniform", "int", "choice")
+
+
+class Axis(BaseModel):
+    """One searched config key: exactly one distribution."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grid: Optional[list[Any]] = None
+    uniform: Optional[tuple[float, float]] = None
+    loguniform: Optional[tuple[float, float]] = None
+    int: Optional[tuple[int, int]] = None
+    choice: Optional[list[Any]] = None
+    log: bool = False  # for `int`
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Axis":
+        given = [name for name in DISTRIBUTIONS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one distribution, got {given or 'none'}; allowed: {', '.join(DISTRIBUTIONS)}")
+        low_high = self.uniform or self.loguniform or self.int
+        if low_high is not None and not low_high[0] < low_high[1]:
+            raise ValueError(f"{self.kind} bounds must be [low, high] with low < high, got {list(low_high)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform bounds must be > 0")
+        if (self.grid is not None and not self.grid) or (self.choice is not None and not self.choice):
+            raise ValueError(f"{self.kind} needs at least one value")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in DISTRIBUTIONS if getattr(self, name) is not None)
+
+    def candidates(self) -> list[Any]:
+        """Values to validate against the config before any trial runs."""
+        if self.grid is not None or self.choice is not None:
+            return list(self.grid if self.grid is not None else self.choice)
+        return list(self.uniform or self.loguniform or self.int)
+
+
+class Scheduler(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["asha"] = "asha"
+    max_t: int = Field(ge=1)
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(3.0, gt=1.0)
+
+
+class Resources(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: float = Field(1.0, ge=0)
+    gpu: float = Field(0.0, ge=0)
+    workers: int = Field(1, ge=1)
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Optional[str] = None
+    experiment: str
+    preset: Optional[str] = None
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Axis] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    num_samples: int = Field(1, ge=1)
+    metric: str
+    mode: Literal["min", "max"] = "min"
+    scheduler: Optional[Scheduler] = None
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent: int = Field(2, ge=1)
+    max_failures: int = Field(0, ge=0)  # retries per trial, from its latest checkpoint
+    checkpoint_every: int = Field(100, ge=0)
+    keep_checkpoints: int = Field(2, ge=1)
+    search_seed: int = 0  # Optuna sampler seed
+
+    @property
+    def grid_axes(self) -> dict[str, list[Any]]:
+        return {key: axis.grid for key, axis in self.space.items() if axis.grid is not None}
+
+    @property
+    def sampled_axes(self) -> dict[str, Axis]:
+        return {key: axis for key, axis in self.space.items() if axis.grid is None}
+
+    def grid_points(self) -> list[dict[str, Any]]:
+        grid = self.grid_axes
+        return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
+
+    def num_trials(self) -> int:
+        samples = self.num_samples if self.sampled_axes else 1
+        return samples * len(self.grid_points()) * len(self.seeds)
+
+
+def packaged_search_spaces() -> list[str]:
+    folder = resources.files("dynagen.search_spaces")
+    return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def load_sweep_spec(path_or_name: str) -> SweepSpec:
+    """Read and validate a sweep YAML: a file, or ``NAME`` of ``dynagen/search_spaces/NAME.yaml``.
+    Every fixed value and every candidate value of every axis is validated against the
+    experiment's config before anything runs."""
+    path = Path(path_or_name)
+    if not path.is_file():
+        packaged = resources.files("dynagen.search_spaces") / f"{path_or_name}.yaml"
+        if not packaged.is_file():
+            allowed = ", ".join(packaged_search_spaces()) or "(none packaged)"
+            raise UsageError(f"search_space: no such file or packaged search space {path_or_name!r}; packaged: {allowed}")
+        path = Path(str(packaged))
+    raw = load_yaml_file(path, what="search_space")
+    if not isinstance(raw, dict):
+        raise UsageError(f"search_space: {path} must hold a mapping, got {type(raw).__name__}")
+    spec = validate(SweepSpec, raw)
+    if spec.name is None:
+        spec.name = path.stem
+    check_against_experiment(spec)
+    return spec
+
+
+def check_against_experiment(spec: SweepSpec) -> None:
+    from dynagen.platform.registry import UnknownExperiment, get
+
+    try:
+        experiment = get(spec.experiment)
+    except UnknownExperiment as error:
+        raise UsageError(error.args[0]) from None
+    fixed = deep_merge(preset_values(experiment, spec.preset), spec.fixed)
+    if "seed" in spec.space or "seed" in spec.fixed:
+        raise UsageError("space: seed is set by `seeds`, not by fixed/space")
+    validate(experiment.config, fixed)
+    for key, axis in spec.space.items():
+        for value in axis.candidates():
+            values = deep_merge(fixed, {})  # a copy
+            set_dotted(values, key, value)
+            validate(experiment.config, values)
+
+
+class DefineByRun:
+    """Optuna define-by-run space: grid point ``trial.number mod G`` as constants, sampled axes
+    through ``trial.suggest_*``. A module-level class so that Tune can pickle the searcher."""
+
+    def __init__(self, grid_points: list[dict[str, Any]], sampled: dict[str, Axis]):
+        self.grid_points = grid_points
+        self.sampled = {key: axis.model_dump() for key, axis in sampled.items()}
+
+    def __call__(self, trial) -> dict[str, Any]:
+        for key, axis in self.sampled.items():
+            if axis["uniform"] is not None:
+                trial.suggest_float(key, *axis["uniform"])
+            elif axis["loguniform"] is not None:
+                trial.suggest_float(key, *axis["loguniform"], log=True)
+            elif axis["int"] is not None:
+                trial.suggest_int(key, *axis["int"], log=axis["log"])
+            else:
+                trial.suggest_categorical(key, axis["choice"])
+        return dict(self.grid_points[trial.number % len(self.grid_points)])
+
+
+def _search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
+    """``(param_space, search_alg or None, num_samples)`` for the Tuner."""
+    from ray import tune
+
+    if not spec.sampled_axes:
+        space = {key: tune.grid_search(values) for key, values in spec.grid_axes.items()}
+        space["seed"] = tune.grid_search(spec.seeds)
+        return space, None, 1
+    from ray.tune.search import Repeater
+    from ray.tune.search.optuna import OptunaSearch
+
+    searcher = OptunaSearch(space=DefineByRun(spec.grid_points(), spec.sampled_axes), metric=spec.metric, mode=spec.mode, seed=spec.search_seed)
+    if len(spec.seeds) > 1:
+        searcher = Repeater(searcher, repeat=len(spec.seeds), set_index=True)
+    return {}, searcher, spec.num_trials()
+
+
+def _summary_callback_class():
+    import ray.tune
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    from dynagen.platform.launch import COMPLETED_KEY, trial_params
+    from dynagen.platform.results import ResultsWriter, read_summary
+
+    class SummaryCallback(ray.tune.Callback):
+        """Writes each trial's summary row from the driver: ``completed`` when train() returned,
+        ``stopped`` when the scheduler ended it early, ``error`` when it failed."""
+
+        def __init__(self, experiment, settings):
+            self.experiment, self.settings = experiment, settings
+
+        def _write(self, trial, status: str) -> None:
+            result = trial.last_result or {}
+            if status == "completed" and not result.get(COMPLETED_KEY):
+                status = "stopped"
+            trial_id = self.settings.trial_id or trial.trial_id
+            previous = read_summary(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id)
+            if previous is not None and previous["status"] == "completed":
+                return  # finished before an interruption; its row stands
+            values = deep_merge(self.settings.fixed, trial_params(trial.config, self.settings.seeds))
+            config = self.experiment.config.model_validate(values)
+            writer = ResultsWriter(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id,
+                                   config.model_dump(mode="json"), config.seed)
+            metrics = {k: v for k, v in result.items() if k != COMPLETED_KEY and k not in AUTO_RESULT_KEYS}
+            writer.write_summary(status, int(result.get("step", -1)), metrics)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self._write(trial, "completed")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._write(trial, "error")
+
+    return SummaryCallback
+
+
+def summary_callback(experiment, settings):
+    return _summary_callback_class()(experiment, settings)
+
+
+def trial_resources(settings, backend: str) -> dict[str, float]:
+    """Resources of one Tune trial. A Ray Train trial's driver holds no CPU (its workers reserve
+    ``cpu``/``gpu`` each through the TorchTrainer's ScalingConfig), only a little memory: Tune
+    needs a non-empty request."""
+    if backend == "torch" and settings.workers > 1:
+        return {"cpu": 0, "gpu": 0, "memory": 64 * 1024**2}
+    return {"cpu": settings.cpus_per_worker, "gpu": settings.gpus_per_worker}
+
+
+def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None):
+    """Run (or with ``resume``, restore) the sweep; returns Tune's ResultGrid. Rows go to
+    ``<storage>/<name>/results``; Tune's own state and trial checkpoints to ``<storage>/<name>``."""
+    from ray import tune
+
+    from dynagen.platform.launch import RunSettings, ensure_ray, tune_trial
+    from dynagen.platform.registry import get
+    from dynagen.platform.results import join, resolve_storage
+
+    experiment = get(spec.experiment)
+    filesystem, base, canonical = resolve_storage(storage)
+    settings = RunSettings(
+        storage=canonical, sweep_id=spec.name, trial_id="", run_name="", checkpoint_every=spec.checkpoint_every,
+        keep_checkpoints=spec.keep_checkpoints, max_failures=0, workers=spec.resources.workers,
+        cpus_per_worker=max(1, round(spec.resources.cpu)), gpus_per_worker=spec.resources.gpu,
+        use_gpu=spec.resources.gpu > 0,
+        fixed=deep_merge(preset_values(experiment, spec.preset), {**spec.fixed, "seed": spec.seeds[0]}),
+        seeds=list(spec.seeds),
+    )
+    path = join(canonical, spec.name)
+    if resume and not tune.Tuner.can_restore(path):
+        raise UsageError(f"resume: no sweep state for {spec.name!r} under {canonical}")
+    if not resume and filesystem.get_file_info(join(base, spec.name, "results")).type.name != "NotFound":
+        raise UsageError(f"name: sweep {spec.name!r} already has results under {canonical}; use --resume or another name")
+    # Persist Tune's experiment state often, so that an interrupted sweep loses little.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    ensure_ray()
+    trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
+                                    trial_resources(settings, experiment.backend))
+    if resume:
+        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+    else:
+        space, searcher, num_samples = _search(spec)
+        scheduler = None
+        if spec.scheduler is not None:
+            scheduler = tune.schedulers.ASHAScheduler(time_attr="step", max_t=spec.scheduler.max_t,
+                                                      grace_period=spec.scheduler.grace_period,
+                                                      reduction_factor=spec.scheduler.reduction_factor)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=space,
+            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
+                                        num_samples=num_samples, max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                                        # in-process trials reuse their worker process (imports paid once)
+                                        reuse_actors=not (experiment.backend == "torch" and spec.resources.workers > 1)),
+            run_config=tune.RunConfig(
+                name=spec.name, storage_path=canonical,
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                callbacks=[summary_callback(experiment, settings)],
+                verbose=1,
+            ),
+        )
+    print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}, results in {join(canonical, spec.name, 'results')}", flush=True)
+    return tuner.fit()
