@@ -87,16 +87,15 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
     import yaml
 
     from dynagen.platform.context import LocalContext
-    from dynagen.platform.launch import CONFIG_FILE, METRICS_FILE, run_dir_for, tensorboard_without_tensorflow, write_text_atomically
+    from dynagen.platform.launch import CONFIG_FILE, METRICS_FILE, run_dir_for, write_text_atomically
     from dynagen.platform.results import ResultsWriter, join, numeric_metrics
 
     name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
-    run_dir, _ = run_dir_for(storage, name)
-    if run_dir_for(storage, name)[1] is not None:
+    run_dir, remote_uri = run_dir_for(storage, name)
+    if remote_uri is not None:
         raise UsageError("storage: --local runs need a local storage path")
     config_dict = config.model_dump(mode="json")
     write_text_atomically(storage, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False))
-    tensorboard_without_tensorflow()
     ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every)
     writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
     try:

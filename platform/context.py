@@ -23,7 +23,9 @@ contexts live in :mod:`dynagen.platform.launch`.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import types
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
@@ -54,6 +56,14 @@ class RunContext(Protocol):
     def report(self, step: int, metrics: Mapping[str, float], state: StateFn | None = None, *, final: bool = False) -> None: ...
 
     def log_images(self, step: int, tag: str, images: Any) -> None: ...
+
+
+def tensorboard_without_tensorflow() -> None:
+    """Make TensorBoard use its TF stub (its documented ``tensorboard.compat.notf`` switch) unless
+    TensorFlow is already loaded: writing event files needs no TensorFlow, and importing it costs
+    ~10 s in every worker process."""
+    if "tensorflow" not in sys.modules:
+        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
 def save_state_atomically(state: Mapping[str, Any], directory: Path) -> Path:
@@ -99,6 +109,7 @@ class LocalContext:
         self._device = device
         self._writer = None
         if tensorboard:
+            tensorboard_without_tensorflow()
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))

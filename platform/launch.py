@@ -21,13 +21,12 @@ import os
 import sys
 import tempfile
 import time
-import types
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from dynagen.platform.context import CHECKPOINT_FILE, StateFn, load_state, save_state_atomically
+from dynagen.platform.context import CHECKPOINT_FILE, StateFn, load_state, save_state_atomically, tensorboard_without_tensorflow
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
 from dynagen.platform.results import ResultsWriter, join, numeric_metrics, resolve_storage
 
@@ -60,14 +59,6 @@ def limit_threads(cpus: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
-
-
-def tensorboard_without_tensorflow() -> None:
-    """Make TensorBoard use its TF stub (its documented ``tensorboard.compat.notf`` switch) unless
-    TensorFlow is already loaded: writing event files needs no TensorFlow, and importing it costs
-    ~10 s in every worker process."""
-    if "tensorflow" not in sys.modules:
-        sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
 def ensure_ray() -> None:

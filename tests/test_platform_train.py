@@ -10,7 +10,8 @@ import pytest
 
 from dynagen.platform import registry
 from dynagen.platform.context import load_state
-from dynagen.platform.launch import run_training, tensorboard_without_tensorflow
+from dynagen.platform.context import tensorboard_without_tensorflow
+from dynagen.platform.launch import run_training
 from dynagen.platform.results import read_results
 from tests.experiments import TOY, TOY_JAX, ToyConfig
 
