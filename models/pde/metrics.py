@@ -1,0 +1,54 @@
+"""Evaluation measures (spec §4, §7.14): per-frame MSE, PSNR and SSIM, baselines and the content swap.
+
+All per-frame functions take (B, T, C, *spatial) tensors and return (B, T).
+- MSE: mean over (C, H, W), or over the points for WaveEq-100.
+- PSNR = 10·log10(1/MSE) per frame *and channel*, then averaged over channels (not from the mean MSE).
+- SSIM: 11 × 11 Gaussian window (σ 1.5), k1 = 0.01, k2 = 0.03, data range 1, averaged over the *valid*
+  region only (a 64² frame gives a 54² map), per channel, then over channels. torchmetrics pads by
+  reflection and returns the full map; cropping 5 pixels per side leaves exactly the valid positions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+SSIM_HALF_WINDOW = 5  # (11 − 1) / 2
+
+
+def mse_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (pred - target).pow(2).flatten(2).mean(2)
+
+
+def psnr_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    per_channel = peak_signal_noise_ratio(pred.flatten(0, 1), target.flatten(0, 1), data_range=1.0, reduction="none", dim=(-2, -1))
+    return per_channel.mean(-1).view(pred.shape[:2])
+
+
+def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    _, full = structural_similarity_index_measure(
+        pred.flatten(0, 1), target.flatten(0, 1), data_range=1.0, kernel_size=11, sigma=1.5, k1=0.01, k2=0.03, return_full_image=True
+    )
+    h = SSIM_HALF_WINDOW
+    valid = full[..., h:-h, h:-h]
+    return valid.mean((-2, -1)).mean(-1).view(pred.shape[:2])
+
+
+def copy_last(cond: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Baseline: the last conditioning frame repeated."""
+    return cond[:, -1:].expand(-1, horizon, *cond.shape[2:])
+
+
+def mean_frame(cond: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Baseline: the temporal mean of the conditioning frames repeated."""
+    return cond.mean(1, keepdim=True).expand(-1, horizon, *cond.shape[2:])
+
+
+def best_of_permutations(pred: torch.Tensor, targets: list[torch.Tensor], image_metrics: bool) -> dict[str, torch.Tensor]:
+    """Swap scores against each candidate ground truth, keeping the best per sequence (min MSE, max PSNR/SSIM)."""
+    mse = torch.stack([mse_per_frame(pred, t).mean(1) for t in targets]).min(0).values
+    scores = {"mse": mse}
+    if image_metrics:
+        scores["psnr"] = torch.stack([psnr_per_frame(pred, t).mean(1) for t in targets]).max(0).values
+        scores["ssim"] = torch.stack([ssim_per_frame(pred, t).mean(1) for t in targets]).max(0).values
+    return scores

@@ -1,0 +1,86 @@
+"""Prediction grids (PNG), animations (GIF) and TensorBoard images, written atomically.
+
+A grid has one row pair per sequence: ground truth on top, prediction below, the τ conditioning frames
+first (repeated in both rows) and then the horizon. WaveEq-100 point vectors are drawn as 10 × 10 tiles.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+PAD = 1
+
+
+def to_images(frames: torch.Tensor) -> np.ndarray:
+    """(..., C, H, W) or (..., C, P) in [0, 1] → (..., H, W, 3) float in [0, 1]."""
+    frames = frames.detach().float().clamp(0, 1).cpu()
+    if frames.shape[-2] <= 3:  # (…, C, P) point vectors: every image data set here is ≥ 32 pixels tall
+        side = int(np.ceil(np.sqrt(frames.shape[-1])))
+        padded = torch.nn.functional.pad(frames, (0, side * side - frames.shape[-1]))
+        frames = padded.view(*frames.shape[:-1], side, side)
+    channels = frames.shape[-3]
+    images = frames.movedim(-3, -1).numpy()
+    if channels == 1:
+        images = np.repeat(images, 3, -1)
+    elif channels == 2:  # TaxiBJ in/out flows → red/green
+        images = np.concatenate([images, np.zeros_like(images[..., :1])], -1)
+    return images
+
+
+def prediction_grid(cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, max_sequences: int = 4) -> np.ndarray:
+    """(H_grid, W_grid, 3) in [0, 1] from cond (B, τ, …), target and pred (B, H, …)."""
+    n = min(max_sequences, cond.shape[0])
+    truth = to_images(torch.cat([cond[:n], target[:n]], 1))
+    guess = to_images(torch.cat([cond[:n], pred[:n]], 1))
+    rows = np.stack([truth, guess], 1).reshape(2 * n, *truth.shape[1:])  # (2n, T, h, w, 3)
+    rows = np.pad(rows, ((0, 0), (0, 0), (PAD, PAD), (PAD, PAD), (0, 0)), constant_values=1.0)
+    r, t, h, w, c = rows.shape
+    return rows.transpose(0, 2, 1, 3, 4).reshape(r * h, t * w, c)
+
+
+def _write_atomically(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _uint8(image: np.ndarray) -> np.ndarray:
+    return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+
+
+def save_png(image: np.ndarray, path: str | Path) -> Path:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(_uint8(image)).save(buffer, format="PNG")
+    return _write_atomically(Path(path), buffer.getvalue())
+
+
+def save_gif(cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, path: str | Path, max_sequences: int = 4, scale: int = 2) -> Path:
+    """One GIF frame per time step: ground truth (top row) and prediction (bottom row) per sequence."""
+    from PIL import Image
+
+    n = min(max_sequences, cond.shape[0])
+    truth = to_images(torch.cat([cond[:n], target[:n]], 1))  # (n, T, h, w, 3)
+    guess = to_images(torch.cat([cond[:n], pred[:n]], 1))
+    frames = []
+    for t in range(truth.shape[1]):
+        top, bottom = np.concatenate(list(truth[:, t]), 1), np.concatenate(list(guess[:, t]), 1)
+        image = Image.fromarray(_uint8(np.concatenate([top, bottom], 0)))
+        frames.append(image.resize((image.width * scale, image.height * scale), Image.NEAREST))
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=120, loop=0)
+    return _write_atomically(Path(path), buffer.getvalue())
