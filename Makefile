@@ -18,17 +18,24 @@ $(STAMP): $(PY) pyproject.toml
 
 install: $(STAMP)
 
+# The headline job: a reduced GAN(TK)² activation sweep (finite vs infinite width) on an embedded
+# local Ray, then the comparison table, the finite <-> infinite agreement and the plots.
+DEMO_STORAGE ?= runs
 demo: $(STAMP)
-	$(VENV)/bin/dynagen demo
+	$(VENV)/bin/dynagen sweep activations_demo --storage $(DEMO_STORAGE) $(if $(wildcard $(DEMO_STORAGE)/activations_demo),--resume)
+	$(VENV)/bin/dynagen results activations_demo --storage $(DEMO_STORAGE) --group-by arch width --metric sinkhorn energy
+	$(VENV)/bin/dynagen results activations_demo --storage $(DEMO_STORAGE) --analysis agreement
+	$(VENV)/bin/dynagen report activations_demo --storage $(DEMO_STORAGE) --group-by arch width --metric sinkhorn energy
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# As modules from the root: run as scripts, benchmarks/platform.py would shadow the stdlib module.
 bench: $(STAMP)
-	$(PY) benchmarks/platform.py
-	$(PY) benchmarks/gan_ntk.py
-	$(PY) benchmarks/srvp.py
-	$(PY) benchmarks/pde.py
+	$(PY) -m benchmarks.platform
+	$(PY) -m benchmarks.gan_ntk
+	$(PY) -m benchmarks.srvp
+	$(PY) -m benchmarks.pde
 
 clean:
 	rm -rf $(VENV) build *.egg-info

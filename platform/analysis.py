@@ -118,13 +118,15 @@ def write_summary_files(storage: str, sweep: str, rows: list[dict[str, Any]]) ->
 
 
 def print_summary(storage: str, sweep: str, group_by=None, metrics=None, analysis: str | None = None) -> list[dict[str, Any]]:
+    if analysis:
+        rows = run_analysis(storage, sweep, analysis)
+        print(f"{analysis}:")
+        print(format_table(rows))
+        return rows
     rows = summarize(storage, sweep, group_by, metrics)
     print(format_table(rows))
     for path in write_summary_files(storage, sweep, rows):
         print(f"wrote {path}")
-    if analysis:
-        print(f"\n{analysis}:")
-        print(format_table(run_analysis(storage, sweep, analysis)))
     return rows
 
 
@@ -159,6 +161,7 @@ def plot_curves(storage: str, sweep: str, metrics: Sequence[str] | None = None, 
     for name in metric_columns(steps, metrics):
         figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
         groups = steps.groupby(keys, dropna=False, sort=True) if keys else [((), steps)]
+        plotted: list[float] = []
         for key_values, group in groups:
             key_values = key_values if isinstance(key_values, tuple) else (key_values,)
             label = ", ".join(f"{c[len(CONFIG_PREFIX):]}={v}" for c, v in zip(keys, key_values)) or sweep
@@ -168,11 +171,15 @@ def plot_curves(storage: str, sweep: str, metrics: Sequence[str] | None = None, 
                 continue
             xs, means, widths = zip(*[(s, m, 0.0 if math.isnan(w) else w) for s, m, w, _ in curve])
             axes.plot(xs, means, label=label)
-            axes.fill_between(xs, [m - w for m, w in zip(means, widths)], [m + w for m, w in zip(means, widths)], alpha=0.2)
+            plotted.extend(means)
+            axes.fill_between(xs, [m - w for m, w in zip(means, widths)], [m + w for m, w in zip(means, widths)], alpha=0.12)
         axes.set_xlabel("step")
         axes.set_ylabel(name)
         axes.set_title(f"{sweep}: {name} (mean ± 95% CI over seeds)")
-        axes.legend(fontsize=7)
+        # Metrics that fall by orders of magnitude (divergences, losses) are only readable in log scale.
+        if plotted and min(plotted) > 0 and max(plotted) > 100 * min(plotted):
+            axes.set_yscale("log")
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         figure.tight_layout()
         with tempfile.TemporaryFile() as handle:
             figure.savefig(handle, format="png")
