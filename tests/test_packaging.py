@@ -1,0 +1,36 @@
+"""The dynagen.* namespace mapping works for wheel installs, not only the editable one tests run on."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_platform_folder_never_shadows_the_stdlib_module():
+    assert not (ROOT / "platform" / "__init__.py").exists()
+    import platform
+
+    assert Path(platform.__file__).parent != ROOT / "platform"
+
+
+def test_wheel_maps_the_three_folders_into_dynagen(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("dynagen-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "dynagen/platform/cli.py" in names
+    assert "dynagen/platform/__init__.py" not in names
+    assert "dynagen/models/srvp/model.py" in names
+    assert "dynagen/models/pde/model.py" in names
+    assert "dynagen/models/gantk/experiment.py" in names
+    assert "dynagen/search_spaces/activations.yaml" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "dynagen = dynagen.platform.cli:main" in text
+    for experiment in ("srvp", "pde", "gan-ntk"):
+        assert f"{experiment} = dynagen.models." in text
