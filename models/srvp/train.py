@@ -1,0 +1,150 @@
+"""SRVP training loop (spec §3) on the platform's ``ctx``: DDP with SyncBatchNorm, global batch split, AMP on CUDA."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from dynagen.models.srvp import data as srvp_data
+from dynagen.models.srvp import visualize
+from dynagen.models.srvp.loss import make_optimizer, optimizer_step, srvp_loss
+from dynagen.models.srvp.metrics import best_of_n, frame_psnr
+from dynagen.models.srvp.model import SRVP
+from dynagen.platform.context import save_state_atomically
+
+log = logging.getLogger(__name__)
+
+
+def make_dataset(config, split: str, seq_len: int) -> tuple[torch.utils.data.Dataset, str]:
+    """``split``: 'train' / 'val' (the §3 95/5 fold of the training items) or 'test'; returns (dataset, description)."""
+    if config.dataset in ("smmnist", "mmnist"):
+        digits, _, source = srvp_data.digits_for(config.data_dir, split != "test", config.digit_size)
+        if split != "test":
+            digits = digits[srvp_data.train_val_split(len(digits), split)]
+        seed = config.seed if split == "train" else 1
+        dataset = srvp_data.MovingMNIST(digits, config.nx, seq_len, config.max_speed, config.deterministic,
+                                        config.ndigits, seed=seed)
+        return dataset, f"{'deterministic' if config.deterministic else 'stochastic'} Moving MNIST from {source}"
+    train = split != "test"
+    if config.dataset == "kth":
+        dataset = srvp_data.KTH(config.data_dir, seq_len, train, config.nx, config.seed)
+    elif config.dataset == "human":
+        dataset = srvp_data.Human36M(config.data_dir, seq_len, train, config.subsampling, config.nx, config.seed)
+    else:
+        dataset = srvp_data.BAIR(config.data_dir, seq_len, train, config.seed)
+    return dataset, f"{config.dataset} from {config.data_dir}"
+
+
+def validation_batches(config, n_batches: int) -> list[torch.Tensor]:
+    """Fixed held-out clips (seq_len_test frames) for the validation score."""
+    dataset, _ = make_dataset(config, "val", config.seq_len_test)
+    ids = np.random.RandomState(42).choice(len(dataset), n_batches * config.batch_size_test, replace=False)
+    clips = [dataset[int(i)] for i in ids]
+    return [srvp_data.collate(clips[i : i + config.batch_size_test]) for i in range(0, len(clips), config.batch_size_test)]
+
+
+@torch.no_grad()
+def validate(model: SRVP, batches: list[torch.Tensor], config, device) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
+    """§3 validation: n_samples_test samples per clip, the best chosen on the PSNR over all frames (conditioning
+    reconstructions included); the score is the mean PSNR of that sample over the predicted frames."""
+    model.eval()
+    scores, shown = [], None
+    for x in batches:
+        x = x.to(device)
+        samples = torch.stack([
+            model.predict(x[: config.nt_cond], len(x) - config.nt_cond, config.n_euler_steps)
+            for _ in range(config.n_samples_test)
+        ])  # (N, T, B, C, H, W)
+        psnr = torch.stack([frame_psnr(s, x) for s in samples]).clamp(max=100)  # clamp: static digits give +inf
+        _, _, best = best_of_n(psnr)
+        chosen = samples[best, :, torch.arange(x.shape[1])].transpose(0, 1)  # (T, B, ...)
+        scores.append(frame_psnr(chosen[config.nt_cond :], x[config.nt_cond :]).clamp(max=100).mean(0))
+        if shown is None:
+            shown = (x[:, :4].cpu(), chosen[:, :4].cpu())
+    model.train()
+    return float(torch.cat(scores).mean()), shown
+
+
+def save_samples(ctx, step: int, truth: torch.Tensor, best: torch.Tensor, nt_cond: int) -> None:
+    """Truth and best sample of a few validation clips: a PNG grid and a GIF in run_dir/samples, and TensorBoard."""
+    panels = []
+    for i in range(truth.shape[1]):
+        panels += [(f"truth{i}", truth[:, i].numpy()), (f"best{i}", best[:, i].numpy())]
+    image = visualize.grid(panels, nt_cond)
+    visualize.save_png(ctx.run_dir / "samples" / f"step_{step:08d}.png", image)
+    visualize.save_gif(ctx.run_dir / "samples" / f"step_{step:08d}.gif", visualize.gif_frames(panels, nt_cond))
+    ctx.log_images(step, "val/truth_and_best", image.astype(np.float32) / 255)
+
+
+def train(config, ctx) -> dict[str, float]:
+    torch.manual_seed(config.seed)  # §3: the same torch seed on every rank; data differ through the sampler
+    np.random.seed((config.seed + ctx.rank) % 2**32)
+    device = ctx.device
+    use_amp = bool(config.amp) and torch.device(device).type == "cuda"
+
+    model = SRVP.from_config(config)
+    if ctx.world_size > 1 and torch.device(device).type == "cuda":
+        # §3: BatchNorm statistics over the global batch. PyTorch's SyncBatchNorm only runs on accelerators, so
+        # CPU DDP (tests, laptops) keeps per-worker statistics.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    optimizer, scheduler = make_optimizer(model.parameters(), config.lr, config.lr_scheduling_n_iter)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start = 1
+    restored = ctx.restore()
+    if restored is not None:
+        state, step = restored
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start = step + 1
+    core = model
+    model = ctx.prepare_model(model)
+
+    dataset, description = make_dataset(config, "train", config.seq_len)
+    local_batch = ctx.local_batch_size(config.batch_size)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=local_batch, shuffle=True, drop_last=True, collate_fn=srvp_data.collate,
+        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed + start),
+    )
+    batches = srvp_data.cycle(ctx.prepare_data_loader(loader))
+    if ctx.is_main:
+        say = log.warning if srvp_data.STAND_IN in description else log.info  # the stand-in is always shown
+        say("srvp: training on %s; %d parameters; local batch %d x %d workers", description,
+                 sum(p.numel() for p in core.parameters()), local_batch, ctx.world_size)
+    val_batches = validation_batches(config, config.n_iter_test) if ctx.is_main else []
+    best_val = -float("inf")
+
+    def state():
+        return {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "config": config.model_dump(), "data": description}
+
+    metrics: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    for step in range(start, config.steps + 1):
+        x = next(batches).to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+            out = model(x, n_euler_steps=config.n_euler_steps)
+        terms = srvp_loss(x, out, config.obs_scale, config.beta_y, config.beta_z, config.l2_res)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(terms["loss"]).backward()
+        optimizer_step(optimizer, scheduler, step, config.lr_scheduling_burnin, scaler if use_amp else None)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        last = step == config.steps
+        if step % config.log_every == 0 or last:
+            n = step % config.log_every or config.log_every
+            metrics = {f"train/{k}": v / n for k, v in sums.items()}
+            metrics["lr"] = optimizer.param_groups[0]["lr"]
+            sums = {}
+            if ctx.is_main and (step % config.val_interval == 0 or last):
+                metrics["val/psnr"], (truth, best) = validate(core, val_batches, config, device)
+                save_samples(ctx, step, truth, best, config.nt_cond)
+                if metrics["val/psnr"] > best_val:  # §3 model_best.pt: best validation score so far
+                    best_val = metrics["val/psnr"]
+                    save_state_atomically({**state(), "_step": step}, ctx.run_dir / "best")
+            ctx.report(step, metrics, state=state, final=last)
+    return metrics
