@@ -5,28 +5,21 @@ Runs on whatever ``jax.devices()`` offers (GPU when present, with several accele
 are sharded). Prints one table. On a CPU the default sizes stop where a step takes minutes (inf_lsgan
 eigendecomposes the (2N)×(2N) kernel matrix every step); pass ``--sizes``/``--losses`` to choose.
 
-    python benchmarks/gan_ntk.py [--sizes 500 1000 2000 4000] [--steps 5]
+    python -m benchmarks.gan_ntk [--sizes 500 1000 2000 4000] [--steps 5]
 """
 
 from __future__ import annotations
 
-import os
-import sys
+import argparse
+import resource
+import time
 
-# `python benchmarks/gan_ntk.py` puts benchmarks/ first on sys.path, where benchmarks/platform.py
-# would shadow the standard library's `platform` (imported by numpy): drop that entry first.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+import jax
+import numpy as np
 
-import argparse  # noqa: E402
-import resource  # noqa: E402
-import time  # noqa: E402
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dynagen.models.gantk.experiment import GanNtkConfig  # noqa: E402
-from dynagen.models.gantk.flow import ParticleFlow  # noqa: E402
-from dynagen.models.gantk.targets import ring  # noqa: E402
+from dynagen.models.gantk.experiment import GanNtkConfig
+from dynagen.models.gantk.flow import ParticleFlow
+from dynagen.models.gantk.targets import ring
 
 SETTINGS = {
     "inf_ipm": {"loss": "ipm", "width": 0},

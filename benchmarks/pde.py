@@ -3,23 +3,18 @@ presets, WaveEq simulator sequences/s, and peak memory; on the GPU too when one 
 
 Each case runs in a fresh subprocess so its peak resident memory (CPU) is its own. Training steps use
 batches of the preset's shape (values drawn uniformly in [0, 1]: the cost does not depend on them)
-with the real model, losses and Adam. Usage: `python benchmarks/pde.py [--steps N] [--threads T]`.
+with the real model, losses and Adam. Usage, from the repository root: `python -m benchmarks.pde [--steps N] [--threads T]`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
-# Running `python benchmarks/pde.py` puts benchmarks/ first on sys.path, where benchmarks/platform.py
-# would shadow the standard library's `platform` (imported by torch).
-sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
+import argparse
+import json
+import resource
+import subprocess
+import time
 
 
 def train_case(preset: str, device: str, steps: int) -> dict:
@@ -100,7 +95,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} CPU threads, {args.steps} timed steps per training case")
     print(f"{'case':<34} {'device':<6} {'batch':>5} {'params':>11} {'rate':>10} {'unit':<5} {'peak MiB':>9}")
     for case in cases:
-        out = subprocess.run([sys.executable, __file__, "--case", case, "--steps", str(args.steps), "--threads", str(args.threads)], capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-m", __spec__.name, "--case", case, "--steps", str(args.steps), "--threads", str(args.threads)], capture_output=True, text=True)
         if out.returncode != 0:
             print(f"{case:<34} failed: {out.stderr.strip().splitlines()[-1]}")
             continue

@@ -8,23 +8,17 @@
    ``ctx.prepare_model`` / ``prepare_data_loader`` / ``ctx.report`` every 10 steps) against the
    same loop in plain torch in this process. Target ratio >= 0.95.
 
-Run from the repository root: ``.venv/bin/python benchmarks/platform.py``. It starts its own local
+Run from the repository root as a module: ``.venv/bin/python -m benchmarks.platform``. It starts its own local
 Ray with 2 CPUs. Timings on a shared machine are noisy; run it on an otherwise idle one.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-
-# Run as a script, this file's folder comes first on sys.path, where `platform.py` would shadow the
-# standard library's `platform` (imported by uuid, pydantic, ...): drop that entry before any import.
-if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(os.path.abspath(__file__)):
-    sys.path.pop(0)
-
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,10 +26,9 @@ from pathlib import Path
 from pydantic import Field
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 
-from dynagen.platform.registry import Experiment, ExperimentConfig  # noqa: E402
+from dynagen.platform.registry import Experiment, ExperimentConfig
 
 CORES = 2
 

@@ -135,15 +135,30 @@ def _find_checkpoint(path: Path) -> Path:
     return candidates[-1]
 
 
+def _check_evaluate_options(evaluate, options: dict[str, Any]) -> None:
+    """Evaluate functions take ``(config, state, out_dir, **named options)``: reject names they lack."""
+    import inspect
+
+    parameters = list(inspect.signature(evaluate).parameters.values())[3:]
+    allowed = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in options:
+        if key not in allowed:
+            raise UsageError(f"option: unknown {key!r}; allowed: {', '.join(allowed) or '(none)'}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     import yaml
 
-    from dynagen.platform.configs import build_config
+    from dynagen.platform.configs import build_config, parse_assignment
     from dynagen.platform.context import load_state
 
     experiment = _experiment(args.experiment)
     if experiment.evaluate is None:
         raise UsageError(f"experiment: {experiment.name} has no evaluate function")
+    options = dict(parse_assignment(text, "--option") for text in args.option or [])
+    if args.samples is not None:
+        options["samples"] = args.samples
+    _check_evaluate_options(experiment.evaluate, options)
     path = Path(args.checkpoint)
     if not path.exists():
         raise UsageError(f"checkpoint: no such file or folder: {path}")
@@ -158,7 +173,6 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
     out_dir = Path(args.out) if args.out else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    options = {"samples": args.samples} if args.samples is not None else {}
     metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
     from dynagen.platform.launch import write_text_atomically
 
@@ -268,7 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint, print and save metrics")
     evaluate.add_argument("experiment")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="state.pt, a checkpoint folder or a run folder")
-    evaluate.add_argument("--samples", type=int, metavar="N")
+    evaluate.add_argument("--samples", type=int, metavar="N", help="samples per test video (best-of-N where the experiment samples)")
+    evaluate.add_argument("--option", action="append", metavar="KEY=VALUE",
+                          help="an option of the experiment's evaluate function, e.g. n_test=100 (repeatable; see its docs)")
     config_options(evaluate)
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/eval)")
     evaluate.set_defaults(handler=cmd_evaluate)

@@ -32,13 +32,13 @@ def load_yaml_file(path: str | Path, what: str = "config") -> Any:
         raise UsageError(f"{what}: malformed YAML in {path}{where}") from None
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
+def parse_assignment(text: str, option: str = "--set") -> tuple[str, Any]:
     """``key=value`` with the value read as a YAML scalar (``1e-3`` -> float, ``true`` -> bool)."""
     import yaml
 
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise UsageError(f"--set: expected key=value, got {text!r}")
+        raise UsageError(f"{option}: expected key=value, got {text!r}")
     try:
         return key.strip(), yaml.safe_load(value) if value.strip() else ""
     except yaml.YAMLError:

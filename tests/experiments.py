@@ -105,12 +105,12 @@ def train(config: ToyConfig, ctx) -> dict[str, float]:
     return {"loss": loss.item(), "weight_error": (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()}
 
 
-def evaluate(config: ToyConfig, state, out_dir, **options) -> dict[str, float]:
+def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
     import torch
 
     model = torch.nn.Linear(len(TRUE_WEIGHTS), 1)
     model.load_state_dict(state["model"])
-    data = make_dataset(int(options.get("samples") or 128), config.seed + 1)
+    data = make_dataset(samples or 128, config.seed + 1)
     with torch.no_grad():
         mse = torch.nn.functional.mse_loss(model(data.tensors[0]), data.tensors[1]).item()
     return {"mse/model": mse, "mse/zero": data.tensors[1].pow(2).mean().item()}

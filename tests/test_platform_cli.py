@@ -76,6 +76,7 @@ BAD_INPUTS = [
     (["sweep", "{tmp}/ok_space.yaml", "--resume", "--storage", "{tmp}/runs"], "resume: no sweep state for 'ok_space' under {tmp}/runs"),
     (["results", "no_sweep", "--storage", "{tmp}/runs"], "sweep: no results for 'no_sweep'"),
     (["evaluate", "toy", "--checkpoint", "{tmp}/not_a_file"], "checkpoint: no state.pt in {tmp}/not_a_file"),
+    (["evaluate", "toy", "--checkpoint", "{tmp}/runs", "--option", "n_tset=5"], "option: unknown 'n_tset'; allowed: samples"),
 ]
 
 
