@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import tempfile
 from typing import Any, Sequence
 
 from dynagen.platform.configs import UsageError, format_table
-from dynagen.platform.results import CONFIG_PREFIX, FIXED_COLUMNS, join, read_results, resolve_storage
+from dynagen.platform.results import CONFIG_PREFIX, FIXED_COLUMNS, read_results, write_bytes_atomically
 
 NON_METRIC_COLUMNS = (*FIXED_COLUMNS, "experiment")
 
@@ -92,18 +91,6 @@ def summarize(storage: str, sweep: str, group_by: Sequence[str] | None = None, m
     return rows
 
 
-def _write_bytes_atomically(storage: str, relative: str, data: bytes) -> str:
-    filesystem, base, canonical = resolve_storage(storage)
-    target = join(base, relative)
-    directory = target.rpartition("/")[0]
-    filesystem.create_dir(directory, recursive=True)
-    temporary = f"{directory}/.{os.path.basename(target)}.{os.getpid()}.tmp"
-    with filesystem.open_output_stream(temporary) as handle:
-        handle.write(data)
-    filesystem.move(temporary, target)
-    return join(canonical, relative)
-
-
 def write_summary_files(storage: str, sweep: str, rows: list[dict[str, Any]]) -> tuple[str, str]:
     import pandas as pd
     import pyarrow as pa
@@ -112,8 +99,8 @@ def write_summary_files(storage: str, sweep: str, rows: list[dict[str, Any]]) ->
     frame = pd.DataFrame(rows)
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buffer)
-    parquet = _write_bytes_atomically(storage, f"{sweep}/summary.parquet", buffer.getvalue())
-    csv = _write_bytes_atomically(storage, f"{sweep}/summary.csv", frame.to_csv(index=False).encode())
+    parquet = write_bytes_atomically(storage, f"{sweep}/summary.parquet", buffer.getvalue())
+    csv = write_bytes_atomically(storage, f"{sweep}/summary.csv", frame.to_csv(index=False).encode())
     return parquet, csv
 
 
@@ -185,6 +172,6 @@ def plot_curves(storage: str, sweep: str, metrics: Sequence[str] | None = None, 
             figure.savefig(handle, format="png")
             handle.seek(0)
             safe = name.replace("/", "_")
-            paths.append(_write_bytes_atomically(storage, f"{sweep}/plots/{safe}.png", handle.read()))
+            paths.append(write_bytes_atomically(storage, f"{sweep}/plots/{safe}.png", handle.read()))
         plt.close(figure)
     return paths

@@ -87,15 +87,15 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
     import yaml
 
     from dynagen.platform.context import LocalContext
-    from dynagen.platform.launch import CONFIG_FILE, METRICS_FILE, run_dir_for, write_text_atomically
-    from dynagen.platform.results import ResultsWriter, join, numeric_metrics
+    from dynagen.platform.launch import CONFIG_FILE, METRICS_FILE, run_dir_for
+    from dynagen.platform.results import ResultsWriter, join, numeric_metrics, write_bytes_atomically
 
     name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
     run_dir, remote_uri = run_dir_for(storage, name)
     if remote_uri is not None:
         raise UsageError("storage: --local runs need a local storage path")
     config_dict = config.model_dump(mode="json")
-    write_text_atomically(storage, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False))
+    write_bytes_atomically(storage, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False).encode())
     ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every)
     writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
     try:
@@ -112,7 +112,7 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
     last_step = ctx.history[-1]["step"] if ctx.history else -1
     writer.write_summary("completed", last_step, final)
     metrics = numeric_metrics(final)
-    write_text_atomically(storage, join(name, METRICS_FILE), json.dumps({**metrics, "step": last_step}, indent=2))
+    write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps({**metrics, "step": last_step}, indent=2).encode())
     return metrics, run_dir
 
 
@@ -174,9 +174,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     out_dir = Path(args.out) if args.out else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
-    from dynagen.platform.launch import write_text_atomically
+    from dynagen.platform.results import write_bytes_atomically
 
-    write_text_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2))
+    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2).encode())
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
 
 

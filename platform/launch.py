@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from dynagen.platform.context import CHECKPOINT_FILE, StateFn, load_state, save_state_atomically, tensorboard_without_tensorflow
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
-from dynagen.platform.results import ResultsWriter, join, numeric_metrics, resolve_storage
+from dynagen.platform.results import ResultsWriter, join, numeric_metrics, resolve_storage, write_bytes_atomically
 
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_KEEP_CHECKPOINTS = 3
@@ -329,7 +329,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
         ctx.close()
     report = _final_report(final, ctx.last_step)
     if ctx.is_main:  # Train's result carries the last *checkpoint's* metrics: keep train()'s return too
-        write_text_atomically(settings.storage, join(settings.run_name, METRICS_FILE), json.dumps(report, indent=2))
+        write_bytes_atomically(settings.storage, join(settings.run_name, METRICS_FILE), json.dumps(report, indent=2).encode())
     ray.train.report(report)
 
 
@@ -404,17 +404,6 @@ class RunNotFound(FileNotFoundError):
     pass
 
 
-def write_text_atomically(storage: str, relative_path: str, text: str) -> None:
-    filesystem, base, _ = resolve_storage(storage)
-    target = join(base, relative_path)
-    directory = target.rpartition("/")[0]
-    filesystem.create_dir(directory, recursive=True)
-    temporary = f"{directory}/.{uuid.uuid4().hex[:8]}.tmp"
-    with filesystem.open_output_stream(temporary) as handle:
-        handle.write(text.encode())
-    filesystem.move(temporary, target)
-
-
 def read_run_file(storage: str | None, name: str, filename: str, parse) -> Any:
     """``parse(text)`` of ``<storage>/<name>/<filename>`` (raises :class:`RunNotFound`)."""
     filesystem, base, canonical = resolve_storage(storage)
@@ -466,7 +455,7 @@ def run_training(
         name = resume
     name = name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     config_dict = config.model_dump(mode="json")
-    write_text_atomically(canonical, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False))
+    write_bytes_atomically(canonical, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False).encode())
     settings = RunSettings(
         storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,

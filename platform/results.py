@@ -142,14 +142,13 @@ def _table(rows: list[dict[str, Any]]) -> "pa.Table":
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def write_rows_atomically(filesystem: "pafs.FileSystem", directory: str, filename: str, rows: list[dict[str, Any]]) -> str:
-    import pyarrow.parquet as pq
-
+def _write_atomically(filesystem: "pafs.FileSystem", target: str, write) -> str:
+    """``write(temporary_path)`` then rename onto ``target``: readers never see a partial file."""
+    directory, _, filename = target.rpartition("/")
     filesystem.create_dir(directory, recursive=True)
-    target = join(directory, filename)
     temporary = join(directory, f".{filename}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        pq.write_table(_table(rows), temporary, filesystem=filesystem)
+        write(temporary)
         filesystem.move(temporary, target)
     except BaseException:
         try:
@@ -158,6 +157,24 @@ def write_rows_atomically(filesystem: "pafs.FileSystem", directory: str, filenam
             pass
         raise
     return target
+
+
+def write_rows_atomically(filesystem: "pafs.FileSystem", directory: str, filename: str, rows: list[dict[str, Any]]) -> str:
+    import pyarrow.parquet as pq
+
+    return _write_atomically(filesystem, join(directory, filename), lambda path: pq.write_table(_table(rows), path, filesystem=filesystem))
+
+
+def write_bytes_atomically(storage: str | None, relative_path: str, data: bytes) -> str:
+    """Write ``<storage>/<relative_path>`` atomically (local or URI storage); returns its canonical path."""
+    filesystem, base, canonical = resolve_storage(storage)
+
+    def write(path: str) -> None:
+        with filesystem.open_output_stream(path) as handle:
+            handle.write(data)
+
+    _write_atomically(filesystem, join(base, relative_path), write)
+    return join(canonical, relative_path)
 
 
 class ResultsWriter:

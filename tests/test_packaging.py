@@ -1,5 +1,6 @@
 """The dynagen.* namespace mapping works for wheel installs, not only the editable one tests run on."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -16,8 +17,11 @@ def test_platform_folder_never_shadows_the_stdlib_module():
 
 
 def test_wheel_maps_the_three_folders_into_dynagen(tmp_path):
+    # Build from a copy of the sources: setuptools leaves a build/ folder behind that later builds reuse.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "__pycache__", "*.egg-info"))
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
         check=True,
         capture_output=True,
     )

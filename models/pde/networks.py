@@ -195,7 +195,21 @@ class MLPDecoder(nn.Module):
         return self.last_activation(self.mlp(z)).view(-1, *self.shape)
 
 
-class DCGAN64Decoder(nn.Module):
+class SkipDecoder(nn.Module):
+    """A first block from the code vector, then stages that each take the encoder's skip map when given."""
+
+    first: nn.Module
+    stages: nn.ModuleList
+    last_activation: nn.Module
+
+    def forward(self, z: torch.Tensor, skips=None) -> torch.Tensor:
+        h = self.first(z[:, :, None, None])
+        for i, stage in enumerate(self.stages):
+            h = stage(h if skips is None else torch.cat([h, skips[i]], 1))
+        return self.last_activation(h)
+
+
+class DCGAN64Decoder(SkipDecoder):
     """z → (ny,1,1) → 4² → 8² → 16² → 32² → 64² with 4×4 transposed convs; k = 2 when skips are concatenated."""
 
     def __init__(self, code: int, c_out: int, nf: int, last_activation: nn.Module, skip: bool = False):
@@ -212,14 +226,8 @@ class DCGAN64Decoder(nn.Module):
         )
         self.last_activation = last_activation
 
-    def forward(self, z: torch.Tensor, skips=None) -> torch.Tensor:
-        h = self.first(z[:, :, None, None])
-        for i, stage in enumerate(self.stages):
-            h = stage(h if skips is None else torch.cat([h, skips[i]], 1))
-        return self.last_activation(h)
 
-
-class VGG64Decoder(nn.Module):
+class VGG64Decoder(SkipDecoder):
     """Mirror of VGG64Encoder: ConvT4×4 to 4², then 4 stages of 3×3 blocks with nearest ×2 upsampling."""
 
     def __init__(self, code: int, c_out: int, nf: int, size: int, last_activation: nn.Module, skip: bool = False):
@@ -239,12 +247,6 @@ class VGG64Decoder(nn.Module):
             ]
         )
         self.last_activation = last_activation
-
-    def forward(self, z: torch.Tensor, skips=None) -> torch.Tensor:
-        h = self.first(z[:, :, None, None])
-        for i, stage in enumerate(self.stages):
-            h = stage(h if skips is None else torch.cat([h, skips[i]], 1))
-        return self.last_activation(h)
 
 
 class DecoderSST(nn.Module):
