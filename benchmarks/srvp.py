@@ -4,7 +4,7 @@ One full training iteration (forward, §3 loss, backward, Adam step) on random c
 fixed batch on CPU (default 16) and, when CUDA is available, at the preset's own global batch on one GPU (with
 AMP when ``--amp``). Each measurement runs in a fresh subprocess so the peak memory is its own.
 
-    python benchmarks/srvp.py [--steps 10] [--cpu-batch 16] [--threads 2] [--amp]
+    python -m benchmarks.srvp [--steps 10] [--cpu-batch 16] [--threads 2] [--amp]
 """
 
 from __future__ import annotations
@@ -15,9 +15,6 @@ import os
 import subprocess
 import sys
 import time
-
-# benchmarks/platform.py (the platform's benchmark) would shadow the stdlib ``platform`` that torch imports.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 PRESETS = ("smmnist", "smmnist-cpu")
 
@@ -92,7 +89,7 @@ def main() -> None:
         runs += [(p, "cuda", ALL[p].get("batch_size", 128)) for p in PRESETS]
     rows = []
     for preset, device, batch in runs:
-        command = [sys.executable, __file__, "--worker", f"{preset},{device},{batch}", "--steps", str(args.steps),
+        command = [sys.executable, "-m", __spec__.name, "--worker", f"{preset},{device},{batch}", "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--threads", str(args.threads)] + (["--amp"] if args.amp else [])
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         if done.returncode != 0:

@@ -13,7 +13,6 @@ from dynagen.models.pde.experiment import PRESETS, PDEConfig
 
 
 def test_chairs_views_wrap_and_split(tmp_path):
-    rng = np.random.default_rng(0)
     for chair in range(7):
         folder = tmp_path / f"chair_{chair:03d}"
         folder.mkdir()

@@ -1,6 +1,7 @@
-"""Metrics (spec §4, §7.14) against independent computations, and the Moving MNIST generator (§5.2).
+"""Metrics (spec §4, §7.14) against independent computations, and the PDE Moving MNIST data set (§5.2).
 
-Moving MNIST here uses scikit-learn's bundled 8 × 8 digits, upscaled (no download)."""
+The generator itself (trajectories, rendering) is tested in tests/test_moving_mnist.py. Moving MNIST here uses
+scikit-learn's bundled 8 × 8 digits, upscaled (a stand-in, not MNIST; no download)."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,8 @@ import torch
 from scipy.signal import convolve2d
 
 from dynagen.models.pde import metrics
-from dynagen.models.pde.data import MovingMNIST, bounce, bouncing_trajectory, mnist_digits, render
+from dynagen.models.moving_mnist import digits_for
+from dynagen.models.pde.data import MovingMNISTWindows, make_dataset
 
 
 def reference_ssim(x: np.ndarray, y: np.ndarray) -> float:
@@ -58,27 +60,55 @@ def test_baselines_and_best_permutation():
     assert torch.equal(scores["mse"], torch.zeros(2))
 
 
-def test_bouncing_trajectories_stay_on_the_canvas_and_reflect():
-    rng = np.random.default_rng(0)
-    for _ in range(50):
-        trajectory = bouncing_trajectory(rng, 100)
-        assert trajectory.min() >= 0 and trajectory.max() <= 36
-        assert np.abs(np.diff(trajectory, axis=0)).max() <= 4
-    # (0, 34) moving (−3, +4): overshoots to (−3, 38), reflected to (3, 34), then moves (+3, −4).
-    path = bounce(np.array([[0, 34]]), np.array([[-3, 4]]), 3)
-    assert path[:, 0].tolist() == [[0, 34], [3, 34], [6, 30]]
-
-
-def test_moving_mnist_frames_are_deterministic_in_range_and_sum_digits():
-    digits = mnist_digits(None, train=True)
-    assert digits.shape[1:] == (28, 28) and digits.dtype == np.uint8
-    dataset = MovingMNIST(digits, 10, 5, 10, seed=3)
+def test_moving_mnist_items_are_deterministic_in_range_and_sum_digits():
+    digits, _, _ = digits_for(None, True, 28)
+    dataset = MovingMNISTWindows(digits, 10, 5, 10, seed=3)
+    assert len(dataset) == 10
     cond, target = dataset[4]
     assert cond.shape == (5, 1, 64, 64) and target.shape == (10, 1, 64, 64)
-    assert torch.equal(dataset[4][0], cond) and 0 <= cond.min() and cond.max() <= 1
-    full = np.full((2, 28, 28), 200, dtype=np.uint8)
-    overlap = render(full, np.zeros((1, 2, 2), dtype=int))
-    assert overlap.max() == 1.0  # 400 clipped at 255
+    assert cond.dtype == target.dtype == torch.float32
+    assert 0 <= min(cond.min(), target.min()) and max(cond.max(), target.max()) <= 1
+    # Regenerated from (seed, index) alone: a fresh data set gives the same item, another seed or index does not.
+    again = MovingMNISTWindows(digits, 10, 5, 10, seed=3)[4]
+    assert torch.equal(again[0], cond) and torch.equal(again[1], target)
+    assert not torch.equal(MovingMNISTWindows(digits, 10, 5, 10, seed=4)[4][0], cond)
+    assert not torch.equal(dataset[5][0], cond)
+    # The frames are the digits of latents(4) rendered on its trajectories, divided by 255.
+    ids, paths = dataset.latents(4)
+    frames = torch.cat([cond, target])
+    torch.testing.assert_close(dataset.frames([digits[i] for i in ids], paths), frames, rtol=0, atol=0)
+    row, col = paths[0, 0, :2]
+    assert frames[0, 0, row : row + 28, col : col + 28].max() > 0
+
+
+def test_moving_mnist_is_the_deterministic_variant():
+    digits, _, _ = digits_for(None, True, 28)
+    dataset = MovingMNISTWindows(digits, 50, 5, 95, seed=0)
+    for index in range(50):
+        _, paths = dataset.latents(index)
+        assert paths.shape == (2, 100, 4) and paths[..., :2].min() >= 0 and paths[..., :2].max() <= 36
+        speed = np.abs(paths[..., 2:])
+        assert (speed == speed[:, :1]).all() and speed.max() <= 4  # reflections keep |dx|, |dy|
+
+
+def test_moving_mnist_digits_are_summed_and_clipped():
+    dataset = MovingMNISTWindows(np.full((2, 28, 28), 200, dtype=np.uint8), 1, 1, 1, seed=0)
+    path = np.array([[[0, 0, 0, 0]], [[0, 0, 0, 0]]])
+    overlap = dataset.frames(list(dataset.digits), path)
+    assert overlap.shape == (1, 1, 64, 64) and overlap.max() == 1.0  # 400 clipped at 255
+    single = dataset.frames(list(dataset.digits[:1]), path[:1])
+    assert single.max() == pytest.approx(200 / 255)
+
+
+def test_make_dataset_mnist_sizes_and_seeds():
+    from dynagen.models.pde.experiment import PRESETS, PDEConfig
+
+    config = PDEConfig(**PRESETS["mnist"])
+    train, test = make_dataset(config, train=True), make_dataset(config, train=False)
+    assert isinstance(train, MovingMNISTWindows) and len(train) == 200_000 and len(test) == 5000
+    assert train.generator.seed == config.data_seed and test.generator.seed == config.data_seed + 1
+    assert train.generator.deterministic and train.generator.ndigits == 2
+    assert test[0][1].shape == (config.nt_pred, 1, 64, 64)
 
 
 def test_mnist_evaluation_scores_psnr_ssim_and_the_permutation_swap(tmp_path):

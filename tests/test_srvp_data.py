@@ -1,97 +1,30 @@
-"""Moving MNIST invariants (spec §7.15) and the real-data loaders on generated files in the documented layouts.
+"""SRVP's data: Moving MNIST as the training loop uses it, the §3 fold, and the real-data loaders on generated
+files in the documented layouts. The generator's own invariants (spec §7.15) are in tests/test_moving_mnist.py.
 
-Digits here are scikit-learn's bundled 8x8 digits upscaled (a stand-in for MNIST; no downloads) or random
-arrays written as MNIST IDX files.
+Digits here are scikit-learn's bundled 8x8 digits upscaled (a stand-in for MNIST; no downloads).
 """
 
 from __future__ import annotations
-
-import gzip
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from dynagen.models import moving_mnist
 from dynagen.models.srvp import data
-
-X_MAX = 36  # 64 - 28
-
-
-def _trajectories(deterministic: bool, n: int = 300, seq_len: int = 25, rounded: bool = True):
-    rng = np.random.RandomState(0)
-    return [data.trajectory(rng, seq_len, X_MAX, X_MAX, 4, deterministic, rounded) for _ in range(n)]
-
-
-@pytest.mark.parametrize("deterministic", [False, True])
-def test_positions_and_velocities(deterministic):
-    for path in _trajectories(deterministic):
-        assert path.dtype == np.int64 and path[:, :2].min() >= 0 and path[:, :2].max() <= X_MAX
-        assert np.abs(path[:, 2:]).max() <= 4
-        if deterministic:  # mirror reflections keep |dx| and |dy|
-            assert (np.abs(path[:, 2:]) == np.abs(path[0, 2:])).all()
-
-
-def test_stochastic_motion_is_linear_between_bounces():
-    bounces = 0
-    for path in _trajectories(False, rounded=False):
-        position, velocity = path[:, :2], path[:, 2:]
-        for t in range(len(path) - 1):
-            ahead = position[t] + velocity[t]
-            inside = (ahead >= -1e-8).all() and (ahead <= X_MAX + 1e-8).all()
-            if inside:  # no wall on this move: exact linear motion, velocity unchanged
-                np.testing.assert_allclose(position[t + 1], ahead, atol=1e-9)
-                assert (velocity[t + 1] == velocity[t]).all()
-            else:
-                bounces += 1
-    assert 300 < bounces  # about 2.6 velocity changes per digit over 25 frames (§5)
-
-
-def test_a_digit_stands_still_with_probability_one_in_81():
-    rng = np.random.RandomState(1)
-    still = sum(not data.trajectory(rng, 1, X_MAX, X_MAX)[0, 2:].any() for _ in range(8100))
-    assert 60 <= still <= 140  # expectation 100, std about 10
-
-
-def test_rendering_sums_and_saturates():
-    digit = np.full((28, 28), 200, np.uint8)
-    path = np.array([[3, 5, 0, 0], [10, 10, 0, 0]])
-    frames = data.render([digit, digit], [path, path], 64)
-    assert frames.dtype == np.uint8 and frames.shape == (2, 64, 64)
-    assert (frames[0, 3:31, 5:33] == 255).all() and frames[0].sum() == 255 * 28 * 28
-    single = data.render([digit], [path], 64)
-    assert (single[1, 10:38, 10:38] == 200).all() and single[1, :10].sum() == 0
 
 
 def test_on_the_fly_dataset_is_reproducible_per_index():
-    digits, _, description = data.digits_for(None, True, 28)
+    digits, _, description = moving_mnist.digits_for(None, True, 28)
     assert "NOT MNIST" in description and digits.shape[1:] == (28, 28)
-    dataset = data.MovingMNIST(digits, 64, 15, seed=3)
+    dataset = moving_mnist.MovingMNIST(digits, 64, 15, seed=3)
     assert (dataset[7] == dataset[7]).all() and not (dataset[7] == dataset[8]).all()
     batch = data.collate([dataset[i] for i in range(4)])
     assert batch.shape == (15, 4, 1, 64, 64) and 0 <= batch.min() and batch.max() <= 1
 
 
-def test_test_set_uses_every_digit_once():
-    digits = np.random.RandomState(0).randint(0, 256, (10_000, 28, 28)).astype(np.uint8)
-    arrays = data.make_test_set(digits, np.arange(10_000), seq_len=2)
-    assert arrays["sequences"].shape == (2, 5_000, 64, 64) and arrays["sequences"].dtype == np.uint8
-    assert arrays["latents"].shape == (2, 5_000, 2, 4)
-    assert len(np.unique(arrays["labels"])) == 10_000  # the labels here are digit ids
-    again = data.make_test_set(digits, np.arange(10_000), seq_len=2)
-    assert (again["sequences"] == arrays["sequences"]).all()  # fixed seed 42
-
-
-def test_mnist_idx_files_and_split(tmp_path):
-    images = np.random.RandomState(0).randint(0, 256, (50, 28, 28)).astype(np.uint8)
-    header = bytes([0, 0, 8, 3]) + b"".join(int(v).to_bytes(4, "big") for v in images.shape)
-    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as handle:
-        handle.write(header + images.tobytes())
-    loaded, labels, description = data.digits_for(tmp_path, False, 28)
-    assert (loaded == images).all() and (labels == -1).all() and "MNIST test" in description
-    small, _ = data.mnist_digits(tmp_path, False, 14)
-    assert small.shape == (50, 14, 14)
-    np.testing.assert_allclose(small[0], images[0].reshape(14, 2, 14, 2).mean((1, 3)), atol=1)  # box filter
+def test_train_val_split():
     train, val = data.train_val_split(100, "train"), data.train_val_split(100, "val")
     assert len(train) == 95 and len(val) == 5 and not set(train) & set(val)
 

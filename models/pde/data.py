@@ -2,15 +2,18 @@
 (τ, C, H, W) conditioning frames and (K, C, H, W) frames to predict ((τ, C, P) for WaveEq-100).
 
 No data is downloaded. WaveEq is simulated (``wave.py``) unless ``data_dir`` holds the original
-generator's files; Moving MNIST is generated on the fly from MNIST digits in ``data_dir/mnist.npz``
-(keras layout: ``x_train``, ``x_test`` uint8 (N, 28, 28)) or, without it, from scikit-learn's bundled
-8 × 8 digits upscaled to 28 × 28 (say so when you report numbers). SST, TaxiBJ and 3D Chairs read the
-user's files; the expected layout is documented on each loader.
+generator's files; Moving MNIST is generated on the fly by the generator shared with SRVP
+(:mod:`dynagen.models.moving_mnist`, deterministic variant = §5.2) from MNIST digits in ``data_dir`` or,
+without a ``data_dir``, from scikit-learn's bundled 8 × 8 digits upscaled to 28 × 28 (a stand-in, NOT
+MNIST: say so when you report numbers). SST, TaxiBJ and 3D Chairs read the user's files; the expected
+layout is documented on each loader.
 
 Expected layouts (``data_dir``):
 - wave / wave_partial: ``homogenous_wave{i}.pt`` = {'simul': (300, 64, 64) raw field, 'c': speed}
   (``python -m dynagen.models.pde.wave DIR`` writes them); absent → simulated in memory.
-- mnist: optional ``mnist.npz`` as above.
+- mnist: optional; ``mnist.npz`` (keras layout: ``x_train``, ``x_test`` uint8 (N, 28, 28), ``y_train``,
+  ``y_test``) or the MNIST IDX files ``train-images-idx3-ubyte[.gz]`` / ``t10k-images-idx3-ubyte[.gz]``
+  (directly or under ``MNIST/raw/``); absent (no data_dir) → scikit-learn's digits, as above.
 - chairs: one folder per chair holding its 62 renders ``0.png … 61.png`` at 64 × 64 RGB
   (``preprocess_chairs(src, dst)`` makes them from rendered_chairs' ``<chair>/renders/*.png``).
 - taxibj: ``BJ13_M32x32_T30_InOut.h5`` … ``BJ16_M32x32_T30_InOut.h5`` (datasets ``data`` (N, 2, 32, 32)
@@ -29,6 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from dynagen.models import moving_mnist
 from dynagen.models.pde import wave
 
 TRAIN_FRACTION = 0.8
@@ -108,74 +112,40 @@ def wave_dataset(config, train: bool, horizon: int | None = None) -> SequenceWin
 
 # ------------------------------------------------------------------------------------------ Moving MNIST
 
-MNIST_CANVAS, MNIST_DIGIT, MNIST_MAX_SPEED = 64, 28, 4
+MNIST_TRAIN_SEQUENCES, MNIST_TEST_SEQUENCES = 200_000, 5000  # §5.2: train __len__ (arbitrary), test set size
 
 
-def mnist_digits(data_dir: str | None, train: bool) -> np.ndarray:
-    """uint8 (N, 28, 28) digits: MNIST from ``data_dir/mnist.npz`` or scikit-learn's 8 × 8 digits upscaled.
+class MovingMNISTWindows(Dataset):
+    """Deterministic Moving MNIST (§5.2) in the PDE item format: ``(cond, target)`` float (τ, 1, 64, 64) and
+    (K, 1, 64, 64) in [0, 1] (digits summed, clipped at 255, divided by 255).
 
-    The scikit-learn fallback (1,797 digits, values 0–16) is split 80/20 into train/test digits and
-    bilinearly upscaled; it is a stand-in for tests and CPU demos, not the benchmark data.
+    The sequences come from the shared generator (:class:`dynagen.models.moving_mnist.MovingMNIST`, 2 digits,
+    deterministic reflections); sequence ``i`` depends only on (seed, i).
     """
-    if data_dir is not None and (Path(data_dir) / "mnist.npz").exists():
-        with np.load(Path(data_dir) / "mnist.npz") as f:
-            return f["x_train" if train else "x_test"]
-    from sklearn.datasets import load_digits
 
-    small = torch.as_tensor(load_digits().images, dtype=torch.float32)[:, None] / 16.0
-    big = torch.nn.functional.interpolate(small, size=(MNIST_DIGIT, MNIST_DIGIT), mode="bilinear", align_corners=False)
-    digits = (big[:, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    split = int(TRAIN_FRACTION * len(digits))
-    return digits[:split] if train else digits[split:]
+    def __init__(self, digits: np.ndarray, n_sequences: int, nt_cond: int, nt_pred: int, seed: int, nx: int = 64):
+        self.generator = moving_mnist.MovingMNIST(digits, nx=nx, seq_len=nt_cond + nt_pred, deterministic=True,
+                                                  seed=seed, length=n_sequences)
+        self.nt_cond, self.length, self.nx = nt_cond, nt_cond + nt_pred, nx
 
-
-def bouncing_trajectory(rng: np.random.Generator, length: int, n_digits: int = 2) -> np.ndarray:
-    """Start U{0..36}², velocity U{−4..4}² (zero allowed) per digit, then ``bounce``."""
-    limit = MNIST_CANVAS - MNIST_DIGIT
-    position = rng.integers(0, limit + 1, size=(n_digits, 2))
-    velocity = rng.integers(-MNIST_MAX_SPEED, MNIST_MAX_SPEED + 1, size=(n_digits, 2))
-    return bounce(position, velocity, length)
-
-
-def bounce(position: np.ndarray, velocity: np.ndarray, length: int) -> np.ndarray:
-    """Integer top-left positions (length, n_digits, 2), reflecting exactly off the canvas edges."""
-    limit = MNIST_CANVAS - MNIST_DIGIT
-    positions = [position.copy()]
-    for _ in range(length - 1):
-        position = position + velocity
-        low, high = position < 0, position > limit  # reflect the overshoot back inside the canvas
-        position = np.where(low, -position, np.where(high, 2 * limit - position, position))
-        velocity = np.where(low | high, -velocity, velocity)
-        positions.append(position.copy())
-    return np.stack(positions)
-
-
-def render(digits: np.ndarray, trajectory: np.ndarray) -> np.ndarray:
-    """Frames (T, 1, 64, 64) in [0, 1]: digits summed, clipped at 255, divided by 255."""
-    canvas = np.zeros((len(trajectory), MNIST_CANVAS, MNIST_CANVAS), dtype=np.float32)
-    for t, positions in enumerate(trajectory):
-        for digit, (row, col) in zip(digits, positions):
-            canvas[t, row : row + MNIST_DIGIT, col : col + MNIST_DIGIT] += digit
-    return (np.minimum(canvas, 255.0) / 255.0)[:, None]
-
-
-class MovingMNIST(Dataset):
-    """Two bouncing digits per sequence, generated deterministically from (seed, index) (§5.2)."""
-
-    def __init__(self, digits: np.ndarray, n_sequences: int, nt_cond: int, nt_pred: int, seed: int):
-        self.digits, self.n_sequences, self.nt_cond, self.length, self.seed = digits, n_sequences, nt_cond, nt_cond + nt_pred, seed
+    @property
+    def digits(self) -> np.ndarray:
+        return self.generator.digits
 
     def __len__(self) -> int:
-        return self.n_sequences
+        return len(self.generator)
 
     def latents(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(digit indices (2,), trajectory (L, 2, 2)) of sequence ``index``."""
-        rng = np.random.default_rng([self.seed, index])
-        return rng.integers(0, len(self.digits), size=2), bouncing_trajectory(rng, self.length)
+        """(digit ids (2,), trajectories (2, L, 4) of rows (row, col, d_row, d_col)) of sequence ``index``."""
+        return self.generator.latents(index)
+
+    def frames(self, digits, paths: np.ndarray) -> torch.Tensor:
+        """The given digit images rendered on trajectories ``paths``: float (L, 1, nx, nx) in [0, 1]."""
+        return torch.from_numpy(moving_mnist.render(digits, paths, self.nx)).float().div_(255)[:, None]
 
     def __getitem__(self, index: int):
-        digit_ids, trajectory = self.latents(index)
-        frames = torch.from_numpy(render(self.digits[digit_ids], trajectory))
+        digit_ids, paths = self.latents(index)
+        frames = self.frames([self.digits[i] for i in digit_ids], paths)
         return frames[: self.nt_cond], frames[self.nt_cond :]
 
 
@@ -345,9 +315,10 @@ def make_dataset(config, train: bool, horizon: int | None = None) -> Dataset:
     if config.dataset in ("wave", "wave_partial"):
         return wave_dataset(config, train, nt_pred)
     if config.dataset == "mnist":
-        digits = mnist_digits(config.data_dir, train)
+        digits, _, _ = moving_mnist.digits_for(config.data_dir, train, 28)
         # §5.2: training sequences are effectively unlimited (200k per epoch); the test set has 5000.
-        return MovingMNIST(digits, 200_000 if train else 5000, config.nt_cond, nt_pred, config.data_seed + (0 if train else 1))
+        n_sequences = MNIST_TRAIN_SEQUENCES if train else MNIST_TEST_SEQUENCES
+        return MovingMNISTWindows(digits, n_sequences, config.nt_cond, nt_pred, config.data_seed + (0 if train else 1))
     if config.data_dir is None:
         raise ValueError(f"data_dir: dataset {config.dataset!r} reads user files; set data_dir (layouts in {__name__})")
     if config.dataset == "chairs":

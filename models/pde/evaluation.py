@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from dynagen.models.pde import metrics, visualize
-from dynagen.models.pde.data import Chairs, MovingMNIST, make_dataset, render
+from dynagen.models.pde.data import Chairs, MovingMNISTWindows, make_dataset
 from dynagen.models.pde.experiment import PDEConfig
 from dynagen.models.pde.model import build_model
 
@@ -41,16 +41,16 @@ REPORTED_HORIZONS = (1, 5, 10, 20, 40, 95)
 def swap_batch(dataset, indices: list[int], rng: np.random.Generator):
     """(content-source cond, [candidate ground truths]) for the swap test of a batch of test indices."""
     n = len(dataset)
-    if isinstance(dataset, MovingMNIST):
+    if isinstance(dataset, MovingMNISTWindows):
         new_digits = np.random.default_rng(1).permutation(len(dataset.digits))  # one seed-1 permutation (§4)
         sources, targets = [], ([], [])
         for i in indices:
-            digits = dataset.digits[new_digits[[(2 * i) % len(new_digits), (2 * i + 1) % len(new_digits)]]]
-            _, other_trajectory = dataset.latents(n - 1 - i)
-            _, own_trajectory = dataset.latents(i)
-            sources.append(torch.from_numpy(render(digits, other_trajectory))[: dataset.nt_cond])
-            targets[0].append(torch.from_numpy(render(digits, own_trajectory))[dataset.nt_cond :])
-            targets[1].append(torch.from_numpy(render(digits[::-1], own_trajectory))[dataset.nt_cond :])
+            digits = [dataset.digits[j] for j in new_digits[[(2 * i) % len(new_digits), (2 * i + 1) % len(new_digits)]]]
+            _, other_paths = dataset.latents(n - 1 - i)  # trajectories (2, L, 4) of the shared generator
+            _, own_paths = dataset.latents(i)
+            sources.append(dataset.frames(digits, other_paths)[: dataset.nt_cond])
+            targets[0].append(dataset.frames(digits, own_paths)[dataset.nt_cond :])
+            targets[1].append(dataset.frames(digits[::-1], own_paths)[dataset.nt_cond :])  # other assignment
         return torch.stack(sources), [torch.stack(t) for t in targets]
     if isinstance(dataset, Chairs):
         n_chairs = len(dataset.views)

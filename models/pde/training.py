@@ -6,7 +6,6 @@ reports on the same steps; rank 0 writes the prediction images.
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np

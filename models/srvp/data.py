@@ -1,264 +1,28 @@
-"""Video data for SRVP: Moving MNIST generated on the fly (spec §5) and loaders for preprocessed KTH, BAIR, Human3.6M.
+"""Video data for SRVP: Moving MNIST (spec §5) and loaders for preprocessed KTH, BAIR, Human3.6M.
 
 Every video is a uint8 array (T, H, W) or (T, H, W, C); :func:`collate` stacks a list of them into a float
 tensor (T, B, C, H, W) in [0, 1] (time-major, as the model expects).
 
-Moving MNIST digits come either from MNIST files the user points to (``data_dir`` holding the IDX files
-``train-images-idx3-ubyte[.gz]`` / ``t10k-images-idx3-ubyte[.gz]``, directly or under ``MNIST/raw/``), or, when
-no ``data_dir`` is given, from scikit-learn's bundled 8x8 digits (1,797 images, bilinearly upscaled and padded to
-the digit size). The latter are a stand-in, not MNIST: strokes are thicker and there are far fewer distinct
-digits, so numbers obtained with them are not comparable to the paper's. Nothing is ever downloaded.
+The Moving MNIST generator (stochastic and deterministic §5 variants, the fixed test-set builder) and its digit
+sources (MNIST IDX files or ``mnist.npz`` under ``data_dir``; else scikit-learn's 8x8 digits upscaled, a stand-in,
+NOT MNIST) live in :mod:`dynagen.models.moving_mnist`, shared with the PDE model. This module adds SRVP's §3
+train/validation fold and the real-data loaders. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
-import gzip
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-COLLISION_EPS = 1e-8  # §5 tolerance when testing out-of-bounds positions and wall intersections
-VIRTUAL_LENGTH = 500_000  # §3: on-the-fly training datasets have this virtual length
+from dynagen.models.moving_mnist import VIRTUAL_LENGTH  # §3, also the on-the-fly Moving MNIST length
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Moving MNIST (§5)
-
-
-def _bounce(sx, sy, dx, dy, x_max, y_max, rng: np.random.RandomState, max_speed: int, deterministic: bool):
-    """§5 collision resolution, repeated while the exact position is out of [0, x_max] x [0, y_max]."""
-    eps = COLLISION_EPS
-    low_x, low_y, high_x, high_y = sx < -eps, sy < -eps, sx > x_max + eps, sy > y_max + eps
-    while low_x or high_x or low_y or high_y:
-        # 1. Wall crossing point c on the straight line of the last move (the last valid intersection wins).
-        if dx == 0:
-            cx, cy = (sx, 0) if low_y else (sx, y_max)
-        elif dy == 0:
-            cx, cy = (0, sy) if low_x else (x_max, sy)
-        else:
-            a = dy / dx
-            b = sy - a * sx
-            # Keep a wall flag only if the line meets that wall within the other axis' range.
-            if low_x:
-                low_x = -eps <= a * 0 + b <= y_max + eps
-                if low_x:
-                    cx, cy = 0, b
-            if high_x:
-                high_x = -eps <= a * x_max + b <= y_max + eps
-                if high_x:
-                    cx, cy = x_max, a * x_max + b
-            if low_y:
-                low_y = -eps <= (0 - b) / a <= x_max + eps
-                if low_y:
-                    cx, cy = (0 - b) / a, 0
-            if high_y:
-                high_y = -eps <= (y_max - b) / a <= x_max + eps
-                if high_y:
-                    cx, cy = (y_max - b) / a, y_max
-        # 2. Fraction of the move left after the wall.
-        p = (sx - cx) / dx if dx != 0 else (sy - cy) / dy
-        # 3. Stochastic variant: a brand-new integer velocity; deterministic: keep it.
-        if not deterministic:
-            dx = rng.randint(-max_speed, max_speed + 1)
-            dy = rng.randint(-max_speed, max_speed + 1)
-        # 4. Point the velocity away from every wall hit (a mirror reflection in the deterministic case).
-        if low_x:
-            dx = abs(dx)
-        if high_x:
-            dx = -abs(dx)
-        if low_y:
-            dy = abs(dy)
-        if high_y:
-            dy = -abs(dy)
-        # 5. Finish the move from the wall, then re-check (several bounces per step are possible).
-        sx, sy = cx + dx * p, cy + dy * p
-        low_x, low_y, high_x, high_y = sx < -eps, sy < -eps, sx > x_max + eps, sy > y_max + eps
-    return sx, sy, dx, dy
-
-
-def trajectory(
-    rng: np.random.RandomState, seq_len: int, x_max: int, y_max: int, max_speed: int = 4, deterministic: bool = False,
-    rounded: bool = True,
-) -> np.ndarray:
-    """§5 trajectory of one digit: (seq_len, 4) int rows (round(sx), round(sy), dx, dy) (float exact positions
-    instead when ``rounded`` is False).
-
-    Draw order sx, sy, dx, dy, then the bounce draws, all from ``rng`` (numpy's legacy RandomState, as the
-    original, so a seeded test set reproduces bit for bit). Positions are exact and unrounded between frames.
-    """
-    sx = rng.randint(0, x_max + 1)
-    sy = rng.randint(0, y_max + 1)
-    dx = rng.randint(-max_speed, max_speed + 1)
-    dy = rng.randint(-max_speed, max_speed + 1)
-    rows = []
-    for _ in range(seq_len):
-        sx, sy, dx, dy = _bounce(sx, sy, dx, dy, x_max, y_max, rng, max_speed, deterministic)
-        rows.append((int(round(sx)), int(round(sy)), dx, dy) if rounded else (sx, sy, dx, dy))  # half to even
-        sx, sy = sx + dx, sy + dy
-    return np.asarray(rows, dtype=np.int64 if rounded else np.float64)
-
-
-def render(digits: Sequence[np.ndarray], trajectories: Sequence[np.ndarray], nx: int) -> np.ndarray:
-    """Sum the digits into a float canvas at their top-left corners (sx is the row), clip at 255, cast to uint8."""
-    seq_len = len(trajectories[0])
-    canvas = np.zeros((seq_len, nx, nx), dtype=np.float32)
-    for digit, path in zip(digits, trajectories):
-        h, w = digit.shape
-        for t, (sx, sy, _, _) in enumerate(path):
-            canvas[t, sx : sx + h, sy : sy + w] += digit
-    return np.minimum(canvas, 255).astype(np.uint8)
-
-
-class MovingMNIST(torch.utils.data.Dataset):
-    """Stochastic or deterministic Moving MNIST, generated on the fly (§5).
-
-    Item ``i`` is generated from ``RandomState((seed, i))``, so a video depends only on its index: data are
-    reproducible, resumable and split across workers by the sampler like any map-style dataset.
-    """
-
-    def __init__(self, digits: np.ndarray, nx: int = 64, seq_len: int = 15, max_speed: int = 4,
-                 deterministic: bool = False, ndigits: int = 2, seed: int = 0, length: int = VIRTUAL_LENGTH):
-        self.digits = np.asarray(digits, dtype=np.uint8)
-        self.nx, self.seq_len, self.max_speed = nx, seq_len, max_speed
-        self.deterministic, self.ndigits, self.seed, self.length = deterministic, ndigits, seed, length
-        if self.digits.shape[1] > nx:
-            raise ValueError(f"digits of size {self.digits.shape[1]} do not fit a {nx}x{nx} canvas")
-
-    def __len__(self) -> int:
-        return self.length
-
-    def generate(self, rng: np.random.RandomState, digit_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """One video from the given digits: (uint8 video (T, nx, nx), trajectories (ndigits, T, 4))."""
-        digits = [self.digits[i] for i in digit_ids]
-        paths = [
-            trajectory(rng, self.seq_len, self.nx - d.shape[0], self.nx - d.shape[1], self.max_speed, self.deterministic)
-            for d in digits
-        ]
-        return render(digits, paths, self.nx), np.stack(paths)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        rng = np.random.RandomState([self.seed % 2**32, index])
-        return self.generate(rng, rng.randint(len(self.digits), size=self.ndigits))[0]
-
-
-def make_test_set(digits: np.ndarray, labels: np.ndarray, nx: int = 64, seq_len: int = 25, max_speed: int = 4,
-                  deterministic: bool = False, ndigits: int = 2, seed: int = 42) -> dict[str, np.ndarray]:
-    """§5 fixed test set: RandomState(seed), one permutation of the digits, sequence i uses digits
-    perm[n*i .. n*i+n-1] (each digit once), then the trajectories in order. Returns the .npz arrays:
-    ``sequences`` (T, N, nx, nx) uint8, ``latents`` (T, N, ndigits, 4), ``labels`` (N, ndigits), ``digits``."""
-    rng = np.random.RandomState(seed)
-    perm = rng.permutation(len(digits))
-    generator = MovingMNIST(digits, nx, seq_len, max_speed, deterministic, ndigits)
-    videos, latents, ids = [], [], []
-    for i in range(len(digits) // ndigits):
-        chosen = perm[ndigits * i : ndigits * (i + 1)]
-        video, paths = generator.generate(rng, chosen)
-        videos.append(video)
-        latents.append(paths)
-        ids.append(chosen)
-    ids = np.asarray(ids)
-    return {
-        "sequences": np.stack(videos, 1),
-        "latents": np.stack(latents).transpose(2, 0, 1, 3),
-        "labels": np.asarray(labels)[ids].astype(np.int16),
-        "digits": np.asarray(digits)[ids],
-    }
-
-
-def test_set_filename(deterministic: bool, ndigits: int, nx: int) -> str:
-    """The original file names: ``smmnist_test_2digits_64.npz`` (stochastic), ``mmnist_test_2digits_64.npz``."""
-    return f"{'' if deterministic else 's'}mmnist_test_{ndigits}digits_{nx}.npz"
-
-
-def save_npz_atomically(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Digit sources
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format), optionally gzipped."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
-        data = handle.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def _find(data_dir: Path, stem: str) -> Path:
-    for folder in (data_dir, data_dir / "MNIST" / "raw"):
-        for name in (stem, stem + ".gz"):
-            if (folder / name).exists():
-                return folder / name
-    raise FileNotFoundError(f"data_dir: no {stem}[.gz] in {data_dir} or {data_dir / 'MNIST' / 'raw'} (MNIST IDX files)")
-
-
-def resize_digits(images: np.ndarray, size: int) -> np.ndarray:
-    """Resize (N, h, w) uint8 digits to size x size (box filter when shrinking, bilinear when enlarging)."""
-    from PIL import Image
-
-    if images.shape[1] == size:
-        return images
-    method = Image.Resampling.BOX if size < images.shape[1] else Image.Resampling.BILINEAR
-    return np.stack([np.asarray(Image.fromarray(img).resize((size, size), method)) for img in images])
-
-
-def mnist_digits(data_dir: str | Path, train: bool, digit_size: int = 28) -> tuple[np.ndarray, np.ndarray]:
-    """Real MNIST from the user's IDX files: (images (N, s, s) uint8, labels (N,))."""
-    prefix = "train" if train else "t10k"
-    images = _read_idx(_find(Path(data_dir), f"{prefix}-images-idx3-ubyte"))
-    try:
-        labels = _read_idx(_find(Path(data_dir), f"{prefix}-labels-idx1-ubyte")).astype(np.int16)
-    except FileNotFoundError:
-        labels = np.full(len(images), -1, dtype=np.int16)
-    return resize_digits(images, digit_size), labels
-
-
-SKLEARN_TEST_FRACTION = 0.2
-STAND_IN = "a stand-in, NOT MNIST"
-
-
-def sklearn_digits(train: bool, digit_size: int = 28) -> tuple[np.ndarray, np.ndarray]:
-    """Stand-in digits from scikit-learn's bundled 8x8 set (NOT MNIST): values 0..16 scaled to 0..255,
-    bilinearly upscaled to 6/7 of ``digit_size`` and zero-padded to ``digit_size`` (8x8 -> 24x24 -> 28x28).
-    A fixed RandomState(0) permutation keeps 20% of the 1,797 images as the test digits."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    images = np.clip(bunch.images * 16, 0, 255).astype(np.uint8)
-    inner = round(digit_size * 6 / 7)
-    pad = (digit_size - inner) // 2
-    images = np.pad(resize_digits(images, inner), ((0, 0), (pad, digit_size - inner - pad), (pad, digit_size - inner - pad)))
-    perm = np.random.RandomState(0).permutation(len(images))
-    n_test = int(SKLEARN_TEST_FRACTION * len(images))
-    chosen = perm[n_test:] if train else perm[:n_test]
-    return images[chosen], bunch.target[chosen].astype(np.int16)
-
-
-def digits_for(data_dir: str | Path | None, train: bool, digit_size: int) -> tuple[np.ndarray, np.ndarray, str]:
-    """Digits from MNIST files when ``data_dir`` is given, else the scikit-learn stand-in; plus a description."""
-    if data_dir:
-        images, labels = mnist_digits(data_dir, train, digit_size)
-        return images, labels, f"MNIST {'train' if train else 'test'} digits from {data_dir}"
-    images, labels = sklearn_digits(train, digit_size)
-    return images, labels, f"scikit-learn's bundled 8x8 digits upscaled ({STAND_IN}; no data_dir given)"
+# Moving MNIST: the train / validation fold of the training digits
 
 
 def train_val_split(n: int, fold: str) -> np.ndarray:

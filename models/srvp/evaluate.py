@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from dynagen.models import moving_mnist
 from dynagen.models.srvp import data as srvp_data
 from dynagen.models.srvp import metrics as M
 from dynagen.models.srvp import visualize
@@ -37,16 +38,16 @@ def test_videos(config, out_dir: Path, n_test: int | None) -> tuple[torch.utils.
     from the test digits (MNIST t10k files, or the scikit-learn stand-in) and saved to ``out_dir``.
     """
     if config.dataset in ("smmnist", "mmnist"):
-        name = srvp_data.test_set_filename(config.deterministic, config.ndigits, config.nx)
+        name = moving_mnist.test_set_filename(config.deterministic, config.ndigits, config.nx)
         given = Path(config.data_dir) / name if config.data_dir else None
         if given is not None and given.exists():
             sequences = np.load(given)["sequences"]
             source = f"fixed test set {given}"
         else:
-            digits, labels, source = srvp_data.digits_for(config.data_dir, False, config.digit_size)
-            arrays = srvp_data.make_test_set(digits, labels, config.nx, config.nt_gen, config.max_speed,
-                                             config.deterministic, config.ndigits)
-            srvp_data.save_npz_atomically(out_dir / name, arrays)
+            digits, labels, source = moving_mnist.digits_for(config.data_dir, False, config.digit_size)
+            arrays = moving_mnist.make_test_set(digits, labels, config.nx, config.nt_gen, config.max_speed,
+                                                config.deterministic, config.ndigits)
+            moving_mnist.save_npz_atomically(out_dir / name, arrays)
             sequences, source = arrays["sequences"], f"test set built from {source} (saved to {out_dir / name})"
         if len(sequences) < config.nt_gen:
             raise ValueError(f"test set has {len(sequences)} frames, nt_gen is {config.nt_gen}")
@@ -131,7 +132,7 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
     fvd_net = M.load_scripted(fvd, "FVD (I3D)") if fvd else None
 
     videos, source = test_videos(config, out_dir, None if n_test is None else int(n_test))
-    say = log.warning if srvp_data.STAND_IN in source else log.info  # the stand-in is always shown
+    say = log.warning if moving_mnist.STAND_IN in source else log.info  # the stand-in is always shown
     say("srvp evaluate: %d clips, %s; best of %d samples", len(videos), source, n_samples)
     nt_cond, n_pred = config.nt_cond, config.nt_gen - config.nt_cond
     names = ["model", "copy_last", "mean_frame", "all_black"]

@@ -18,7 +18,7 @@ Dataset = Literal["smmnist", "mmnist", "kth", "human", "bair"]  # mmnist = deter
 class SRVPConfig(ExperimentConfig):
     # --- data (§5, §6)
     dataset: Dataset = "smmnist"
-    data_dir: Optional[str] = Field(None, description="MNIST IDX files / preprocessed dataset; None = sklearn digits (Moving MNIST only)")
+    data_dir: Optional[str] = Field(None, description="MNIST IDX files or mnist.npz / preprocessed dataset; None = sklearn digits (Moving MNIST only)")
     nx: Literal[32, 64] = 64
     ndigits: int = Field(2, ge=1, le=4)
     max_speed: int = Field(4, ge=1)

@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import torch
 
+from dynagen.models import moving_mnist
 from dynagen.models.srvp import data as srvp_data
 from dynagen.models.srvp import visualize
 from dynagen.models.srvp.loss import make_optimizer, optimizer_step, srvp_loss
@@ -20,12 +21,12 @@ log = logging.getLogger(__name__)
 def make_dataset(config, split: str, seq_len: int) -> tuple[torch.utils.data.Dataset, str]:
     """``split``: 'train' / 'val' (the §3 95/5 fold of the training items) or 'test'; returns (dataset, description)."""
     if config.dataset in ("smmnist", "mmnist"):
-        digits, _, source = srvp_data.digits_for(config.data_dir, split != "test", config.digit_size)
+        digits, _, source = moving_mnist.digits_for(config.data_dir, split != "test", config.digit_size)
         if split != "test":
             digits = digits[srvp_data.train_val_split(len(digits), split)]
         seed = config.seed if split == "train" else 1
-        dataset = srvp_data.MovingMNIST(digits, config.nx, seq_len, config.max_speed, config.deterministic,
-                                        config.ndigits, seed=seed)
+        dataset = moving_mnist.MovingMNIST(digits, config.nx, seq_len, config.max_speed, config.deterministic,
+                                           config.ndigits, seed=seed)
         return dataset, f"{'deterministic' if config.deterministic else 'stochastic'} Moving MNIST from {source}"
     train = split != "test"
     if config.dataset == "kth":
@@ -112,7 +113,7 @@ def train(config, ctx) -> dict[str, float]:
     )
     batches = srvp_data.cycle(ctx.prepare_data_loader(loader))
     if ctx.is_main:
-        say = log.warning if srvp_data.STAND_IN in description else log.info  # the stand-in is always shown
+        say = log.warning if moving_mnist.STAND_IN in description else log.info  # the stand-in is always shown
         say("srvp: training on %s; %d parameters; local batch %d x %d workers", description,
                  sum(p.numel() for p in core.parameters()), local_batch, ctx.world_size)
     val_batches = validation_batches(config, config.n_iter_test) if ctx.is_main else []
