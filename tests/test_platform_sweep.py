@@ -29,6 +29,22 @@ def _write_spec(path: Path, **spec) -> Path:
     return path
 
 
+def test_asha_stops_a_trial_that_falls_behind_at_a_rung(ray_cluster, tmp_path):
+    # One trial at a time, in grid order: the first (lr 0.3) sets the rung values; the second
+    # (lr 1e-4) has barely moved from its initial loss at step 8, below ASHA's cutoff, so it must stop.
+    spec = load_sweep_spec(str(_write_spec(
+        tmp_path / "toy_asha.yaml", experiment="toy", fixed={"steps": 24, "log_every": 4},
+        space={"lr": {"grid": [0.3, 0.0001]}}, seeds=[0], metric="loss", mode="min",
+        scheduler={"type": "asha", "max_t": 24, "grace_period": 8, "reduction_factor": 2},
+        resources={"cpu": 1, "workers": 1}, max_concurrent=1, checkpoint_every=0,
+    )))
+    storage = str(tmp_path / "runs")
+    run_sweep(spec, storage=storage)
+    summary = read_results(storage, "toy_asha", kind="summary").to_pandas().set_index("config.lr")
+    assert summary.loc[0.3, "status"] == "completed" and summary.loc[0.3, "step"] == 23
+    assert summary.loc[0.0001, "status"] == "stopped" and 8 <= summary.loc[0.0001, "step"] < 16
+
+
 def test_optuna_asha_sweep_rows_are_read_back_and_aggregated(ray_cluster, tmp_path):
     from scipy import stats
 
