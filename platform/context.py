@@ -66,6 +66,16 @@ def tensorboard_without_tensorflow() -> None:
         sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
+def tensorboard_writer(log_dir: Path) -> Any:
+    """A SummaryWriter whose queue does not fill: with TensorBoard's default of 10 pending events,
+    every scalar past the tenth waits for the writer thread to get the GIL (milliseconds in a busy
+    worker). Event files are flushed every 10 s and on close."""
+    tensorboard_without_tensorflow()
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(log_dir), max_queue=1000, flush_secs=10)
+
+
 def save_state_atomically(state: Mapping[str, Any], directory: Path) -> Path:
     """Write ``state`` to ``directory/state.pt`` through a temp file + rename."""
     import torch
@@ -109,10 +119,7 @@ class LocalContext:
         self._device = device
         self._writer = None
         if tensorboard:
-            tensorboard_without_tensorflow()
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+            self._writer = tensorboard_writer(self.run_dir / "tensorboard")
 
     @property
     def is_main(self) -> bool:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from dynagen.platform.context import CHECKPOINT_FILE, StateFn, load_state, save_state_atomically, tensorboard_without_tensorflow
+from dynagen.platform.context import CHECKPOINT_FILE, StateFn, load_state, save_state_atomically, tensorboard_writer
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
 from dynagen.platform.results import ResultsWriter, join, numeric_metrics, resolve_storage, write_bytes_atomically
 
@@ -150,10 +150,7 @@ class _PlatformContext:
         self._writer = self._results = self._progress = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            tensorboard_without_tensorflow()
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"), flush_secs=10)
+            self._writer = tensorboard_writer(self.run_dir / "tensorboard")
             self._results = ResultsWriter(settings.storage, settings.sweep_id, experiment.name, trial_id, self.config_dict, config.seed, flush_seconds=10.0)
             self._progress = _Progress(f"{experiment.name} {trial_id}", getattr(config, "steps", None), settings.progress_every_s)
 
