@@ -9,21 +9,17 @@ import pytest
 from scipy.integrate import solve_ivp
 from scipy.special import expit, lambertw
 
-jax = pytest.importorskip("jax")
-import jax.numpy as jnp  # noqa: E402
-import neural_tangents as nt  # noqa: E402
+import jax
+import jax.numpy as jnp
+import neural_tangents as nt
 
-from dynagen.models.gantk import discriminators as D  # noqa: E402
-from dynagen.models.gantk.experiment import GanNtkConfig  # noqa: E402
-from dynagen.models.gantk.kernels import analytic_kernel  # noqa: E402
-from dynagen.models.gantk.metrics import mmd2  # noqa: E402
+from dynagen.models.gantk import discriminators as D
+from dynagen.models.gantk.experiment import GanNtkConfig
+from dynagen.models.gantk.kernels import analytic_kernel
+from dynagen.models.gantk.metrics import mmd2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,14 @@ import sys
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from dynagen.models.gantk.experiment import PRESETS, GanNtkConfig  # noqa: E402
-from dynagen.models.gantk.flow import ParticleFlow  # noqa: E402
-from dynagen.models.gantk.kernels import analytic_kernel  # noqa: E402
-from dynagen.models.gantk.metrics import energy  # noqa: E402
-from dynagen.models.gantk.targets import make_problem  # noqa: E402
-
-
-@pytest.fixture
-def float64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
+from dynagen.models.gantk.experiment import PRESETS, GanNtkConfig
+from dynagen.models.gantk.flow import ParticleFlow
+from dynagen.models.gantk.kernels import analytic_kernel
+from dynagen.models.gantk.metrics import energy
+from dynagen.models.gantk.targets import make_problem
 
 
 def one_step(config, x, y):

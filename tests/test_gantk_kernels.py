@@ -7,18 +7,14 @@ All analytic kernels come from the neural-tangents stax description built by
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
-import jax.numpy as jnp  # noqa: E402
+import jax
+import jax.numpy as jnp
 
-from dynagen.models.gantk.experiment import GanNtkConfig  # noqa: E402
-from dynagen.models.gantk.kernels import analytic_kernel  # noqa: E402
+from dynagen.models.gantk.experiment import GanNtkConfig
+from dynagen.models.gantk.kernels import analytic_kernel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", False)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 P = np.array([(1, 0), (0, 1), (-1, -1), (0.5, 2), (0, 0)], dtype=np.float64)

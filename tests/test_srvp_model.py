@@ -15,13 +15,7 @@ from dynagen.models.srvp.networks import DCGANDecoder, DCGANEncoder, VGGDecoder,
 TINY = dict(nx=32, nc=1, nf=4, nhx=16, ny=6, nz=5, nt_inf=2, nh_inf=12, nh_res=16, nlayers_res=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP barriers stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**overrides) -> SRVP:

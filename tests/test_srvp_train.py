@@ -22,13 +22,7 @@ TINY = dict(nx=32, digit_size=14, max_speed=2, ndigits=1, nf=4, nhx=16, ny=4, nz
             batch_size_test=4, n_samples_test=2, n_samples=3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a shared 2-core machine OpenMP barriers stall."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
