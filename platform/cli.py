@@ -84,10 +84,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[dict[str, float], Any]:
     """In-process run with :class:`LocalContext` (no Ray): same files, same results store."""
-    import yaml
-
     from dynagen.platform.context import LocalContext
-    from dynagen.platform.launch import CONFIG_FILE, METRICS_FILE, run_dir_for
+    from dynagen.platform.launch import METRICS_FILE, run_dir_for, write_run_config
     from dynagen.platform.results import ResultsWriter, join, numeric_metrics, write_bytes_atomically
 
     name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
@@ -95,22 +93,19 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
     if remote_uri is not None:
         raise UsageError("storage: --local runs need a local storage path")
     config_dict = config.model_dump(mode="json")
-    write_bytes_atomically(storage, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False).encode())
+    write_run_config(storage, name, experiment, config_dict)
     ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every)
     writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
+    final: dict[str, Any] | None = None
     try:
         final = dict(experiment.train(config, ctx))
-    except BaseException:
+    finally:
+        # The steps logged so far reach the results store whether training finished or raised.
+        ctx.close()
         for row in ctx.history:
             writer.log_step(row["step"], row)
-        writer.write_summary("error", ctx.history[-1]["step"] if ctx.history else -1, {})
-        raise
-    finally:
-        ctx.close()
-    for row in ctx.history:
-        writer.log_step(row["step"], row)
-    last_step = ctx.history[-1]["step"] if ctx.history else -1
-    writer.write_summary("completed", last_step, final)
+        last_step = ctx.history[-1]["step"] if ctx.history else -1
+        writer.write_summary("error" if final is None else "completed", last_step, final or {})
     metrics = numeric_metrics(final)
     write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps({**metrics, "step": last_step}, indent=2).encode())
     return metrics, run_dir

@@ -411,6 +411,14 @@ def read_run_file(storage: str | None, name: str, filename: str, parse) -> Any:
         raise RunNotFound(f"run: no {filename} for run {name!r} under {canonical}") from None
 
 
+def write_run_config(storage: str, name: str, experiment: Experiment, config_dict: Mapping[str, Any]) -> None:
+    """``<storage>/<name>/config.yaml``: the resolved config that ``evaluate`` and ``--resume`` read back."""
+    import yaml
+
+    document = yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False)
+    write_bytes_atomically(storage, join(name, CONFIG_FILE), document.encode())
+
+
 def read_run_config(storage: str | None, name: str) -> dict[str, Any]:
     """The resolved config saved with run ``name``, with its ``experiment`` key."""
     import yaml
@@ -441,8 +449,6 @@ def run_training(
     Ray Train's ``checkpoint_*`` folders). Per-step and summary rows go to the results store
     under the run name.
     """
-    import yaml
-
     experiment = get(experiment) if isinstance(experiment, str) else experiment
     if not isinstance(config, ExperimentConfig):
         config = experiment.config.model_validate(dict(config))
@@ -452,7 +458,7 @@ def run_training(
         name = resume
     name = name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
     config_dict = config.model_dump(mode="json")
-    write_bytes_atomically(canonical, join(name, CONFIG_FILE), yaml.safe_dump({"experiment": experiment.name, **config_dict}, sort_keys=False).encode())
+    write_run_config(canonical, name, experiment, config_dict)
     settings = RunSettings(
         storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
