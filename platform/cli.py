@@ -75,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         result = run_training(
             experiment, config, workers=args.workers, use_gpu=args.gpu, storage=storage, name=args.name,
             resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
-            max_failures=args.max_failures,
+            max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
         )
         metrics, run_dir = result.metrics, result.run_dir
         print(f"latest checkpoint: {result.checkpoint_path}")
@@ -94,6 +94,10 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
         raise UsageError("storage: --local runs need a local storage path")
     config_dict = config.model_dump(mode="json")
     write_run_config(storage, name, experiment, config_dict)
+    if args.cpus_per_worker:
+        from dynagen.platform.launch import limit_threads
+
+        limit_threads(args.cpus_per_worker)  # before train() imports the model's heavy libraries
     ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every)
     writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
     final: dict[str, Any] | None = None
@@ -228,9 +232,31 @@ def cmd_report(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """argparse's errors as one line (``dynagen: error: ...``, exit code 2) without the usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"dynagen: error: {message.removeprefix('argument ')} (see `{self.prog} --help`)\n")
+
+
+def at_least(low: int):
+    """An argparse type: an integer >= ``low``, named in the error like every other bad input."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"got {text!r}; allowed: an integer >= {low}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"got {value}; allowed: >= {low}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dynagen", description="Distributed experiments for generative models of dynamical systems, on Ray.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = OneLineErrors(prog="dynagen", description="Distributed experiments for generative models of dynamical systems, on Ray.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrors)
     storage_help = "results/checkpoint storage: a path or s3:// / gs:// URI (default: $DYNAGEN_STORAGE or ./runs)"
 
     def config_options(sub: argparse.ArgumentParser) -> None:
@@ -241,21 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one run (Ray Train; --local for in-process)")
     train.add_argument("experiment")
     config_options(train)
-    train.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks); the global batch is split across them")
+    train.add_argument("--workers", type=at_least(1), default=1, help="Ray Train workers (DDP ranks); the global batch is split across them")
     train.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    train.add_argument("--cpus-per-worker", type=at_least(1), metavar="N",
+                       help="CPU cores reserved per worker, and its torch/XLA threads (default 1; with --local: all cores unless set)")
     train.add_argument("--storage", help=storage_help)
     train.add_argument("--name", help="run name (default: <experiment>-<time>)")
     train.add_argument("--resume", metavar="RUN", help="continue run RUN from its latest checkpoint")
-    train.add_argument("--checkpoint-every", type=int, default=100, metavar="N", help="checkpoint every N steps (default 100)")
-    train.add_argument("--keep", type=int, default=3, metavar="K", help="keep the last K checkpoints (default 3)")
-    train.add_argument("--max-failures", type=int, default=0, metavar="F", help="restarts from the latest checkpoint after worker failures")
+    train.add_argument("--checkpoint-every", type=at_least(1), default=100, metavar="N", help="checkpoint every N steps (default 100)")
+    train.add_argument("--keep", type=at_least(1), default=3, metavar="K", help="keep the last K checkpoints (default 3)")
+    train.add_argument("--max-failures", type=at_least(0), default=0, metavar="F", help="restarts from the latest checkpoint after worker failures")
     train.add_argument("--local", action="store_true", help="run in this process without Ray")
     train.set_defaults(handler=cmd_train)
 
     sweep = commands.add_parser("sweep", help="hyperparameter sweep from a search-space YAML (Ray Tune + Optuna)")
     sweep.add_argument("search_space", help="a YAML file, or the name of a packaged search space")
     sweep.add_argument("--resume", action="store_true", help="restore an interrupted sweep; finished trials are not rerun")
-    sweep.add_argument("--max-concurrent", type=int, metavar="N", help="override the spec's max_concurrent")
+    sweep.add_argument("--max-concurrent", type=at_least(1), metavar="N", help="override the spec's max_concurrent")
     sweep.add_argument("--storage", help=storage_help)
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -277,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint, print and save metrics")
     evaluate.add_argument("experiment")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="state.pt, a checkpoint folder or a run folder")
-    evaluate.add_argument("--samples", type=int, metavar="N", help="samples per test video (best-of-N where the experiment samples)")
+    evaluate.add_argument("--samples", type=at_least(1), metavar="N", help="samples per test video (best-of-N where the experiment samples)")
     evaluate.add_argument("--option", action="append", metavar="KEY=VALUE",
                           help="an option of the experiment's evaluate function, e.g. n_test=100 (repeatable; see its docs)")
     config_options(evaluate)
@@ -293,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)  # argparse itself exits 2 with a one-line error on bad flags
+    args = parser.parse_args(argv)  # bad flags: one line, exit code 2 (OneLineErrors)
     try:
         args.handler(args)
     except UsageError as error:

@@ -102,7 +102,8 @@ def train(config: ToyConfig, ctx) -> dict[str, float]:
                 state=lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
                 final=last,
             )
-    return {"loss": loss.item(), "weight_error": (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()}
+    weight_error = (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()
+    return {"loss": loss.item(), "weight_error": weight_error, "torch_threads": float(torch.get_num_threads())}
 
 
 def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:

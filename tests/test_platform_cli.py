@@ -61,6 +61,9 @@ BAD_INPUTS = [
     (["train", "toy", "--set", "lr=2.0"], "lr: got 2.0; allowed: > 0.0 and <= 1.0"),
     (["train", "toy", "--set", "optimizer=lbfgs"], "optimizer: got 'lbfgs'; allowed: sgd, adam"),
     (["train", "toy", "--set", "lr"], "--set: expected key=value"),
+    (["train", "toy", "--workers", "0"], "--workers: got 0; allowed: >= 1"),
+    (["train", "toy", "--cpus-per-worker", "two"], "--cpus-per-worker: got 'two'; allowed: an integer >= 1"),
+    (["train", "toy", "--colour"], "unrecognized arguments: --colour"),
     (["train", "toy", "--config", "{tmp}/malformed.yaml"], "config: malformed YAML in {tmp}/malformed.yaml (line 2"),
     (["train", "toy", "--config", "{tmp}/missing.yaml"], "config: no such file: {tmp}/missing.yaml"),
     (["train", "toy", "--local", "--storage", "{tmp}/malformed.yaml/runs"], "storage: cannot write to '{tmp}/malformed.yaml/runs'"),
@@ -100,7 +103,7 @@ def test_local_train_then_evaluate(tmp_path):
     storage = tmp_path / "runs"
     (tmp_path / "cfg.yaml").write_text("steps: 30\nlog_every: 5\n")
     result = _run("train", "toy", "--preset", "adam", "--config", str(tmp_path / "cfg.yaml"), "--set", "lr=0.2",
-                  "--local", "--storage", str(storage), "--name", "local1", "--checkpoint-every", "10")
+                  "--local", "--storage", str(storage), "--name", "local1", "--checkpoint-every", "10", "--cpus-per-worker", "1")
     assert result.returncode == 0, result.stderr
     run_dir = storage / "local1"
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -108,6 +111,7 @@ def test_local_train_then_evaluate(tmp_path):
     assert saved["experiment"] == "toy" and saved["optimizer"] == "adam" and saved["steps"] == 30 and saved["lr"] == 0.2
     final = json.loads((run_dir / "metrics.json").read_text())
     assert final["step"] == 29 and "weight_error" in result.stdout
+    assert final["torch_threads"] == 1  # --cpus-per-worker pins the in-process run's threads
 
     evaluation = _run("evaluate", "toy", "--checkpoint", str(run_dir), "--samples", "64", "--out", str(tmp_path / "eval"))
     assert evaluation.returncode == 0, evaluation.stderr
