@@ -92,13 +92,20 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
     run_dir, remote_uri = run_dir_for(storage, name)
     if remote_uri is not None:
         raise UsageError("storage: --local runs need a local storage path")
-    config_dict = config.model_dump(mode="json")
-    write_run_config(storage, name, experiment, config_dict)
     if args.cpus_per_worker:
         from dynagen.platform.launch import limit_threads
 
         limit_threads(args.cpus_per_worker)  # before train() imports the model's heavy libraries
-    ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every)
+    device = "cpu"
+    if args.gpu and experiment.backend == "torch":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageError("--gpu: torch sees no CUDA device here; allowed: --gpu only where one is visible")
+        device = "cuda"
+    config_dict = config.model_dump(mode="json")
+    write_run_config(storage, name, experiment, config_dict)
+    ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every, device=device)
     writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
     final: dict[str, Any] | None = None
     try:
@@ -268,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("experiment")
     config_options(train)
     train.add_argument("--workers", type=at_least(1), default=1, help="Ray Train workers (DDP ranks); the global batch is split across them")
-    train.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    train.add_argument("--gpu", action="store_true", help="one GPU per worker (with --local: train on this machine's GPU)")
     train.add_argument("--cpus-per-worker", type=at_least(1), metavar="N",
                        help="CPU cores reserved per worker, and its torch/XLA threads (default 1; with --local: all cores unless set)")
     train.add_argument("--storage", help=storage_help)

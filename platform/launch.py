@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from dynagen.platform.configs import UsageError
 from dynagen.platform.context import CHECKPOINT_FILE, StateFn, load_state, save_state_atomically, tensorboard_writer
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
 from dynagen.platform.results import ResultsWriter, join, numeric_metrics, resolve_storage, write_bytes_atomically
@@ -61,17 +62,28 @@ def limit_threads(cpus: int) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def ensure_ray() -> None:
+def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None) -> None:
     """Connect to the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), else start an
-    embedded local Ray without the dashboard. Never attaches to some other local Ray by accident."""
+    embedded local Ray without the dashboard. Never attaches to some other local Ray by accident.
+
+    ``needs``: resource ("CPU", "GPU") -> (amount one run or trial needs at once, the option that sets
+    it). An embedded Ray has no autoscaler, so a request larger than this machine would wait forever:
+    that is a usage error naming the option.
+    """
     import ray
 
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
-    else:
-        ray.init(include_dashboard=False)
+        return
+    ray.init(include_dashboard=False)
+    available = ray.cluster_resources()
+    for resource, (needed, option) in (needs or {}).items():
+        if needed > available.get(resource, 0):
+            ray.shutdown()
+            raise UsageError(f"{option}: needs {needed:g} {resource} at once but this machine has {available.get(resource, 0):g}; "
+                             f"allowed: at most that, or a cluster through RAY_ADDRESS")
 
 
 # --------------------------------------------------------------------------------------------
@@ -457,6 +469,7 @@ def run_training(
         read_run_config(canonical, resume)  # the run must exist
         name = resume
     name = name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")})
     config_dict = config.model_dump(mode="json")
     write_run_config(canonical, name, experiment, config_dict)
     settings = RunSettings(
@@ -464,7 +477,6 @@ def run_training(
         keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
         cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s,
     )
-    ensure_ray()
     run_dir, _ = run_dir_for(canonical, name)
     if experiment.backend == "jax":
         metrics, checkpoint_path = _run_as_tune_trial(experiment, config, settings)

@@ -301,7 +301,9 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         raise UsageError(f"name: sweep {spec.name!r} already has results under {canonical}; use --resume or another name")
     # Persist Tune's experiment state often, so that an interrupted sweep loses little.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-    ensure_ray()
+    workers = spec.resources.workers
+    ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
+                "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")})
     trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
                                     trial_resources(settings, experiment.backend))
     if resume:

@@ -21,7 +21,7 @@ DYNAGEN = shutil.which("dynagen", path=str(Path(sys.executable).parent)) or "dyn
 
 def _run(*args: str, script: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
     command = [DYNAGEN, *args] if script else [sys.executable, "-m", "tests.experiments", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}  # CPU-only, also on a GPU machine
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -64,6 +64,7 @@ BAD_INPUTS = [
     (["train", "toy", "--workers", "0"], "--workers: got 0; allowed: >= 1"),
     (["train", "toy", "--cpus-per-worker", "two"], "--cpus-per-worker: got 'two'; allowed: an integer >= 1"),
     (["train", "toy", "--colour"], "unrecognized arguments: --colour"),
+    (["train", "toy", "--local", "--gpu", "--storage", "{tmp}/runs"], "--gpu: torch sees no CUDA device here"),
     (["train", "toy", "--config", "{tmp}/malformed.yaml"], "config: malformed YAML in {tmp}/malformed.yaml (line 2"),
     (["train", "toy", "--config", "{tmp}/missing.yaml"], "config: no such file: {tmp}/missing.yaml"),
     (["train", "toy", "--local", "--storage", "{tmp}/malformed.yaml/runs"], "storage: cannot write to '{tmp}/malformed.yaml/runs'"),
@@ -91,6 +92,15 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
     assert lines[0].startswith("dynagen: error: " + message.format(tmp=tmp_path)), lines[0]
+
+
+def test_a_run_larger_than_this_machine_is_refused_before_anything_is_written(tmp_path):
+    # An embedded Ray has no autoscaler: without the check, the run would wait for 4096 CPUs forever.
+    result = _run("train", "toy", "--cpus-per-worker", "4096", "--storage", str(tmp_path / "runs"))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    last = result.stderr.strip().splitlines()[-1]  # Ray's own start-up lines come before it
+    assert last.startswith("dynagen: error: --workers x --cpus-per-worker: needs 4096 CPU at once but this machine has "), last
+    assert "Traceback" not in result.stderr and not any((tmp_path / "runs").glob("*/config.yaml"))
 
 
 def test_unknown_experiment_through_the_console_script():
