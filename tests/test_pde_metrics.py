@@ -10,7 +10,7 @@ from scipy.signal import convolve2d
 
 from dynagen.models.pde import metrics
 from dynagen.models.moving_mnist import digits_for
-from dynagen.models.pde.data import MovingMNISTWindows, make_dataset
+from dynagen.models.pde.data import MovingMNISTWindows, make_dataset, render_frames
 
 
 def reference_ssim(x: np.ndarray, y: np.ndarray) -> float:
@@ -76,7 +76,7 @@ def test_moving_mnist_items_are_deterministic_in_range_and_sum_digits():
     # The frames are the digits of latents(4) rendered on its trajectories, divided by 255.
     ids, paths = dataset.latents(4)
     frames = torch.cat([cond, target])
-    torch.testing.assert_close(dataset.frames([digits[i] for i in ids], paths), frames, rtol=0, atol=0)
+    torch.testing.assert_close(render_frames([digits[i] for i in ids], paths), frames, rtol=0, atol=0)
     row, col = paths[0, 0, :2]
     assert frames[0, 0, row : row + 28, col : col + 28].max() > 0
 
@@ -92,23 +92,96 @@ def test_moving_mnist_is_the_deterministic_variant():
 
 
 def test_moving_mnist_digits_are_summed_and_clipped():
-    dataset = MovingMNISTWindows(np.full((2, 28, 28), 200, dtype=np.uint8), 1, 1, 1, seed=0)
-    path = np.array([[[0, 0, 0, 0]], [[0, 0, 0, 0]]])
-    overlap = dataset.frames(list(dataset.digits), path)
+    digits, path = np.full((2, 28, 28), 200, dtype=np.uint8), np.zeros((2, 1, 4), dtype=np.int64)
+    overlap = render_frames(list(digits), path)
     assert overlap.shape == (1, 1, 64, 64) and overlap.max() == 1.0  # 400 clipped at 255
-    single = dataset.frames(list(dataset.digits[:1]), path[:1])
-    assert single.max() == pytest.approx(200 / 255)
+    assert render_frames(list(digits[:1]), path[:1]).max() == pytest.approx(200 / 255)
 
 
-def test_make_dataset_mnist_sizes_and_seeds():
+def test_make_dataset_mnist_train_is_generated_on_the_fly():
     from dynagen.models.pde.experiment import PRESETS, PDEConfig
 
     config = PDEConfig(**PRESETS["mnist"])
-    train, test = make_dataset(config, train=True), make_dataset(config, train=False)
-    assert isinstance(train, MovingMNISTWindows) and len(train) == 200_000 and len(test) == 5000
-    assert train.generator.seed == config.data_seed and test.generator.seed == config.data_seed + 1
+    train = make_dataset(config, train=True)
+    assert isinstance(train, MovingMNISTWindows) and len(train) == 200_000 and train.generator.seed == config.data_seed
     assert train.generator.deterministic and train.generator.ndigits == 2
-    assert test[0][1].shape == (config.nt_pred, 1, 64, 64)
+
+
+def stacked_windows(dataset) -> torch.Tensor:
+    """All windows of a test set, cond and target joined: (N, L, 1, 64, 64)."""
+    return torch.stack([torch.cat(dataset[i]) for i in range(len(dataset))])
+
+
+def test_mnist_test_set_is_the_fixed_section_5_2_file(tmp_path):
+    """The PDE test set equals, frame for frame, the §5.2 file written by the shared builder and read back,
+    whether the file is in data_dir or the set is built in memory (stand-in digits; windows = first 5 + 10 frames)."""
+    from dynagen.models.moving_mnist import make_test_set, save_npz_atomically
+    from dynagen.models.pde.data import MNIST_TEST_FILE
+    from dynagen.models.pde.experiment import PRESETS, PDEConfig
+
+    digits, labels, _ = digits_for(None, False, 28)
+    path = save_npz_atomically(tmp_path / MNIST_TEST_FILE, make_test_set(digits, labels, 64, 100, 4, True, 2, seed=42))
+    assert path.name == "mmnist_test_2digits_64.npz"
+    with np.load(path) as arrays:
+        sequences, latents = arrays["sequences"], arrays["latents"]
+    assert sequences.shape == (100, len(digits) // 2, 64, 64)
+    expected = torch.from_numpy(sequences[:15]).float().div(255).transpose(0, 1)[:, :, None]
+
+    config = PDEConfig(**PRESETS["mnist"])
+    in_memory = make_dataset(config, train=False, horizon=10)
+    from_file = make_dataset(config.model_copy(update={"data_dir": str(tmp_path)}), train=False, horizon=10)
+    assert "NOT MNIST" in in_memory.source and str(path) in from_file.source
+    for test in (in_memory, from_file):
+        assert len(test) == len(digits) // 2
+        assert torch.equal(stacked_windows(test), expected)
+        assert np.array_equal(test.latents(7), latents[:15, 7].transpose(1, 0, 2))
+
+    with pytest.raises(ValueError, match="test_horizon"):
+        make_dataset(config, train=False, horizon=96)  # 5 + 96 > the 100 frames of the test sequences
+
+
+def test_mnist_test_file_gives_the_swap_digits_in_source_order(tmp_path):
+    """The file stores the digits permuted by RandomState(42); the swap test undoes that (as the original's
+    SwapDataset indexes the MNIST test set itself)."""
+    from dynagen.models.moving_mnist import make_test_set, save_npz_atomically
+    from dynagen.models.pde.data import MNIST_TEST_FILE, mnist_test_set
+    from dynagen.models.pde.experiment import PRESETS, PDEConfig
+
+    digits, labels, _ = digits_for(None, False, 28)
+    pool = digits[:20]
+    save_npz_atomically(tmp_path / MNIST_TEST_FILE, make_test_set(pool, labels[:20], 64, 100, 4, True, 2, seed=42))
+    test = mnist_test_set(PDEConfig(**{**PRESETS["mnist"], "data_dir": str(tmp_path)}), 10)
+    assert len(test) == 10 and np.array_equal(test.swap_digits, pool)
+
+
+def direct_render(images, trajectories) -> np.ndarray:
+    """Digits summed at their (row, col) positions, clipped at 255, /255: (L, 64, 64)."""
+    canvas = np.zeros((len(trajectories[0]), 64, 64))
+    for image, path in zip(images, trajectories):
+        for t, (row, col, _, _) in enumerate(path):
+            canvas[t, row : row + 28, col : col + 28] += image
+    return np.minimum(canvas, 255) / 255
+
+
+def test_mnist_swap_targets_are_new_digits_on_the_own_trajectory():
+    """§4: content from new digits on trajectory N−1−i; targets = the same digits on trajectory i, both assignments."""
+    from dynagen.models.moving_mnist import make_test_set
+    from dynagen.models.pde.evaluation import swap_batch
+    from dynagen.models.pde.experiment import PRESETS, PDEConfig
+
+    config = PDEConfig(**PRESETS["mnist"])
+    test = make_dataset(config, train=False, horizon=10)
+    digits, labels, _ = digits_for(None, False, 28)
+    latents = make_test_set(digits, labels, 64, 15, 4, True, 2, seed=42)["latents"]  # (15, N, 2, 4)
+    n, i = len(test), 3
+    order = np.random.RandomState(1).permutation(len(digits))  # the original's seed-1 permutation of the test digits
+    new = [digits[order[i]], digits[order[i + n]]]
+    sources, (first, second) = swap_batch(test, [i], np.random.default_rng(0))
+    own, other = latents[:, i].transpose(1, 0, 2), latents[:, n - 1 - i].transpose(1, 0, 2)
+    np.testing.assert_allclose(sources[0, :, 0].numpy(), direct_render(new, other)[:5], atol=1e-7)
+    np.testing.assert_allclose(first[0, :, 0].numpy(), direct_render(new, own)[5:], atol=1e-7)
+    np.testing.assert_allclose(second[0, :, 0].numpy(), direct_render(new[::-1], own)[5:], atol=1e-7)
+    assert not torch.equal(first[0], test[i][1])  # new digits, same motion: not the test video itself
 
 
 def test_mnist_evaluation_scores_psnr_ssim_and_the_permutation_swap(tmp_path):

@@ -2,18 +2,21 @@
 (τ, C, H, W) conditioning frames and (K, C, H, W) frames to predict ((τ, C, P) for WaveEq-100).
 
 No data is downloaded. WaveEq is simulated (``wave.py``) unless ``data_dir`` holds the original
-generator's files; Moving MNIST is generated on the fly by the generator shared with SRVP
-(:mod:`dynagen.models.moving_mnist`, deterministic variant = §5.2) from MNIST digits in ``data_dir`` or,
-without a ``data_dir``, from scikit-learn's bundled 8 × 8 digits upscaled to 28 × 28 (a stand-in, NOT
-MNIST: say so when you report numbers). SST, TaxiBJ and 3D Chairs read the user's files; the expected
-layout is documented on each loader.
+generator's files; Moving MNIST training sequences are generated on the fly by the generator shared with
+SRVP (:mod:`dynagen.models.moving_mnist`, deterministic variant = §5.2) from MNIST digits in ``data_dir``
+or, without a ``data_dir``, from scikit-learn's bundled 8 × 8 digits upscaled to 28 × 28 (a stand-in, NOT
+MNIST: say so when you report numbers); its test set is the fixed §5.2 file (:func:`mnist_test_set`).
+SST, TaxiBJ and 3D Chairs read the user's files; the expected layout is documented on each loader.
 
 Expected layouts (``data_dir``):
 - wave / wave_partial: ``homogenous_wave{i}.pt`` = {'simul': (300, 64, 64) raw field, 'c': speed}
   (``python -m dynagen.models.pde.wave DIR`` writes them); absent → simulated in memory.
 - mnist: optional; ``mnist.npz`` (keras layout: ``x_train``, ``x_test`` uint8 (N, 28, 28), ``y_train``,
   ``y_test``) or the MNIST IDX files ``train-images-idx3-ubyte[.gz]`` / ``t10k-images-idx3-ubyte[.gz]``
-  (directly or under ``MNIST/raw/``); absent (no data_dir) → scikit-learn's digits, as above.
+  (directly or under ``MNIST/raw/``); absent (no data_dir) → scikit-learn's digits, as above. The test set
+  ``mmnist_test_2digits_64.npz`` (the original's ``make_test_set.py`` output: ``sequences`` (100, 5000[, 1],
+  64, 64) uint8, ``latents`` (100, 5000, 2, 4), ``labels``, ``digits`` (5000, 2, 28, 28)) is read when
+  present, else built in memory from the test digits with the same builder.
 - chairs: one folder per chair holding its 62 renders ``0.png … 61.png`` at 64 × 64 RGB
   (``preprocess_chairs(src, dst)`` makes them from rendered_chairs' ``<chair>/renders/*.png``).
 - taxibj: ``BJ13_M32x32_T30_InOut.h5`` … ``BJ16_M32x32_T30_InOut.h5`` (datasets ``data`` (N, 2, 32, 32)
@@ -112,20 +115,40 @@ def wave_dataset(config, train: bool, horizon: int | None = None) -> SequenceWin
 
 # ------------------------------------------------------------------------------------------ Moving MNIST
 
-MNIST_TRAIN_SEQUENCES, MNIST_TEST_SEQUENCES = 200_000, 5000  # §5.2: train __len__ (arbitrary), test set size
+MNIST_TRAIN_SEQUENCES = 200_000  # §5.2: the original's (arbitrary) training __len__
+MNIST_NX, MNIST_DIGITS = 64, 2
+MNIST_TEST_FILE = moving_mnist.test_set_filename(deterministic=True, ndigits=MNIST_DIGITS, nx=MNIST_NX)
+MNIST_TEST_FRAMES, MNIST_TEST_SEED = 100, 42  # §5.2: 100-frame test sequences, numpy seed 42
+MNIST_SWAP_SEED = 1  # §4 disentanglement: the new digits come through a seed-1 permutation
+
+
+def _check_test_length(frames: int, nt_cond: int, horizon: int) -> None:
+    if nt_cond + horizon > frames:
+        raise ValueError(f"test_horizon: the Moving MNIST test sequences have {frames} frames, so nt_cond + "
+                         f"test_horizon must be at most {frames}; got {nt_cond} + {horizon}")
+
+
+def to_frames(video: np.ndarray) -> torch.Tensor:
+    """uint8 video (L, nx, nx) → float (L, 1, nx, nx) in [0, 1] (§5.2: summed digits clipped at 255, /255)."""
+    return torch.from_numpy(video).float().div_(255)[:, None]
+
+
+def render_frames(digits, paths: np.ndarray, nx: int = MNIST_NX) -> torch.Tensor:
+    """The given digit images rendered on trajectories ``paths`` (2, L, 4): float (L, 1, nx, nx) in [0, 1]."""
+    return to_frames(moving_mnist.render(digits, paths, nx))
 
 
 class MovingMNISTWindows(Dataset):
-    """Deterministic Moving MNIST (§5.2) in the PDE item format: ``(cond, target)`` float (τ, 1, 64, 64) and
-    (K, 1, 64, 64) in [0, 1] (digits summed, clipped at 255, divided by 255).
+    """Deterministic Moving MNIST (§5.2) training sequences in the PDE item format: ``(cond, target)`` float
+    (τ, 1, 64, 64) and (K, 1, 64, 64) in [0, 1].
 
     The sequences come from the shared generator (:class:`dynagen.models.moving_mnist.MovingMNIST`, 2 digits,
     deterministic reflections); sequence ``i`` depends only on (seed, i).
     """
 
-    def __init__(self, digits: np.ndarray, n_sequences: int, nt_cond: int, nt_pred: int, seed: int, nx: int = 64):
+    def __init__(self, digits: np.ndarray, n_sequences: int, nt_cond: int, nt_pred: int, seed: int, nx: int = MNIST_NX):
         self.generator = moving_mnist.MovingMNIST(digits, nx=nx, seq_len=nt_cond + nt_pred, deterministic=True,
-                                                  seed=seed, length=n_sequences)
+                                                  seed=seed, ndigits=MNIST_DIGITS, length=n_sequences)
         self.nt_cond, self.length, self.nx = nt_cond, nt_cond + nt_pred, nx
 
     @property
@@ -139,14 +162,77 @@ class MovingMNISTWindows(Dataset):
         """(digit ids (2,), trajectories (2, L, 4) of rows (row, col, d_row, d_col)) of sequence ``index``."""
         return self.generator.latents(index)
 
-    def frames(self, digits, paths: np.ndarray) -> torch.Tensor:
-        """The given digit images rendered on trajectories ``paths``: float (L, 1, nx, nx) in [0, 1]."""
-        return torch.from_numpy(moving_mnist.render(digits, paths, self.nx)).float().div_(255)[:, None]
-
     def __getitem__(self, index: int):
         digit_ids, paths = self.latents(index)
-        frames = self.frames([self.digits[i] for i in digit_ids], paths)
+        frames = render_frames([self.digits[i] for i in digit_ids], paths, self.nx)
         return frames[: self.nt_cond], frames[self.nt_cond :]
+
+
+class MovingMNISTTestSet(Dataset):
+    """The fixed §5.2 test set: window i = the first τ + K frames of test sequence i.
+
+    ``latents(i)`` gives that sequence's trajectories (2, L, 4) and ``new_digits(i)`` the two digits the §4
+    disentanglement test draws on them, as the original's ``SwapDataset``: with P the MNIST test digits in
+    their source order, perm = RandomState(1).permutation(len(P)) and N test sequences, the digits
+    P[perm[i]] and P[perm[i + N]].
+    """
+
+    def __init__(self, sequences: np.ndarray, latents: np.ndarray, swap_digits: np.ndarray, nt_cond: int, nt_pred: int,
+                 source: str):
+        _check_test_length(len(sequences), nt_cond, nt_pred)
+        length, n = nt_cond + nt_pred, sequences.shape[1]
+        # (L, N, nx, nx) whether or not the file has the original's channel axis; a copy frees the unused frames.
+        self.sequences = sequences[:length].reshape(length, n, *sequences.shape[-2:]).copy()
+        self.trajectories = latents[:length]  # (L, N, 2, 4)
+        self.swap_digits = np.asarray(swap_digits, dtype=np.uint8)
+        if len(self.swap_digits) < MNIST_DIGITS * n:
+            raise ValueError(f"swap_digits: the swap test needs {MNIST_DIGITS} per test sequence, "
+                             f"{MNIST_DIGITS * n} in all; got {len(self.swap_digits)}")
+        self.swap_order = np.random.RandomState(MNIST_SWAP_SEED).permutation(len(self.swap_digits))
+        self.nt_cond, self.length, self.nx, self.source = nt_cond, length, sequences.shape[-1], source
+
+    def __len__(self) -> int:
+        return self.sequences.shape[1]
+
+    def latents(self, index: int) -> np.ndarray:
+        """Trajectories (2, L, 4) of test sequence ``index``, rows (row, col, d_row, d_col)."""
+        return self.trajectories[:, index].transpose(1, 0, 2)
+
+    def new_digits(self, index: int) -> list[np.ndarray]:
+        """The two new digits of the swap test for sequence ``index`` (class docstring)."""
+        return [self.swap_digits[self.swap_order[index + k * len(self)]] for k in range(MNIST_DIGITS)]
+
+    def __getitem__(self, index: int):
+        frames = to_frames(self.sequences[:, index])
+        return frames[: self.nt_cond], frames[self.nt_cond :]
+
+
+def mnist_test_set(config, horizon: int) -> MovingMNISTTestSet:
+    """``data_dir/mmnist_test_2digits_64.npz`` when present (as SRVP's evaluation finds its file), else the same
+    set built in memory with the shared builder from the test digits (MNIST t10k in ``data_dir``, or the
+    scikit-learn stand-in without one; ``source`` says which).
+
+    The swap test needs the test digits in their source order: the file holds them in the builder's order,
+    i.e. permuted by RandomState(42) (§5.2), which is undone here, so the new digits are exactly the
+    original's for the spec's file (from a file built with another seed they are other test digits).
+    """
+    given = Path(config.data_dir) / MNIST_TEST_FILE if config.data_dir else None
+    if given is not None and given.exists():
+        with np.load(given) as arrays:
+            sequences, latents, digits = arrays["sequences"], arrays["latents"], arrays["digits"]
+        built = digits.reshape(-1, *digits.shape[-2:])
+        swap_digits = np.empty_like(built)
+        swap_digits[np.random.RandomState(MNIST_TEST_SEED).permutation(len(built))] = built
+        return MovingMNISTTestSet(sequences, latents, swap_digits, config.nt_cond, horizon, f"fixed test set {given}")
+    _check_test_length(MNIST_TEST_FRAMES, config.nt_cond, horizon)
+    digits, labels, source = moving_mnist.digits_for(config.data_dir, False, 28)
+    # Deterministic trajectories draw nothing after their start (§5.2), so L-frame sequences are, frame for
+    # frame, the first L frames of the 100-frame set: build only those (5000 × 100 frames would be 2 GB).
+    arrays = moving_mnist.make_test_set(digits, labels, MNIST_NX, config.nt_cond + horizon, deterministic=True,
+                                        ndigits=MNIST_DIGITS, seed=MNIST_TEST_SEED)
+    missing = f" (no {MNIST_TEST_FILE} in {config.data_dir})" if config.data_dir else ""
+    return MovingMNISTTestSet(arrays["sequences"], arrays["latents"], digits, config.nt_cond, horizon,
+                              f"test set built in memory from {source}{missing}")
 
 
 # ----------------------------------------------------------------------------------------------- Chairs
@@ -268,8 +354,7 @@ class SST(Dataset):
 
     First 80 % of days are train, the last 20 % test, in every zone; zones 1–29 train, 17–20 test. A
     window is τ input days ending at day i and the next nt_pred days. ``__getitem__`` returns the
-    standardised frames; ``frame_stats`` gives the per-frame (mean, std) and climatology used to
-    de-normalise targets for the spec's SST metric.
+    standardised frames; ``to_temperature`` and ``zone_range`` serve the spec's temperature-space metric (§4).
     """
 
     def __init__(self, data_dir: str, train: bool, nt_cond: int, nt_pred: int):
@@ -281,14 +366,20 @@ class SST(Dataset):
                 theta = f["thetao"][:].reshape(-1, 64, 64).astype(np.float64)
                 clim_mean = f["daily_mean"][:].astype(np.float64)
                 clim_std = f["daily_std"][:].astype(np.float64)
-            clim_mean = clim_mean.reshape(len(theta), *([1, 1] if clim_mean.ndim == 1 else clim_mean.shape[1:]))
-            clim_std = clim_std.reshape(len(theta), *([1, 1] if clim_std.ndim == 1 else clim_std.shape[1:]))
+            # (days,) or (days, 64, 64) → a (days, 64, 64) view, so windows of different zones stack alike.
+            per_day = lambda a: np.broadcast_to(a.reshape(-1, 1, 1) if a.ndim == 1 else a, theta.shape)  # noqa: E731
+            clim_mean, clim_std = per_day(clim_mean), per_day(clim_std)
             x = (theta - clim_mean) / clim_std
             mu, sigma = x.mean((1, 2), keepdims=True), x.std((1, 2), keepdims=True)
+            x = (x - mu) / sigma
             days = len(x)
             split = int(TRAIN_FRACTION * days)
             lo, hi = (0, split) if train else (split, days)
-            self.zones.append(dict(x=torch.from_numpy((x - mu) / sigma).float()[:, None], mu=mu, sigma=sigma, clim_mean=clim_mean, clim_std=clim_std))
+            self.zones.append(dict(
+                x=torch.from_numpy(x).float()[:, None], mu=mu, sigma=sigma, clim_mean=clim_mean, clim_std=clim_std,
+                # Whole-zone ranges (all days) of the normalised array (the original's get_min) and of thetao.
+                normalised=(x.min(), x.max()), temperature=(theta.min(), theta.max()),
+            ))
             self.index += [(len(self.zones) - 1, i) for i in range(lo, hi - nt_cond - nt_pred + 1)]
         self.nt_cond, self.length = nt_cond, nt_cond + nt_pred
 
@@ -301,9 +392,27 @@ class SST(Dataset):
         return frames[: self.nt_cond], frames[self.nt_cond :]
 
     def frame_stats(self, index: int) -> dict[str, np.ndarray]:
+        """Per-frame (mu, sigma) and climatology (clim_mean, clim_std) of window ``index``'s target days."""
         zone, start = self.index[index]
         future = slice(start + self.nt_cond, start + self.length)
-        return {k: v[future] for k, v in self.zones[zone].items() if k != "x"}
+        return {k: self.zones[zone][k][future] for k in ("mu", "sigma", "clim_mean", "clim_std")}
+
+    def to_temperature(self, indices: list[int], frames: torch.Tensor) -> torch.Tensor:
+        """Standardised frames (B, K, 1, 64, 64) aligned with the targets of windows ``indices`` → thetao units
+        (float64), as the original's test (§4): ·σ + μ with the *target* days' own spatial statistics (ground
+        truth, also for forecasts), then ·daily_std + daily_mean."""
+        stats = [self.frame_stats(i) for i in indices]
+        stack = lambda key: torch.from_numpy(np.stack([s[key] for s in stats]))[:, :, None].to(frames.device)  # noqa: E731
+        return (frames.double() * stack("sigma") + stack("mu")) * stack("clim_std") + stack("clim_mean")
+
+    def zone_range(self, indices: list[int], kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(min, max) (B, 1, 1, 1, 1) over all days of each window's zone of the ``normalised`` array or of the
+        ``temperature`` (thetao)."""
+        if kind not in ("normalised", "temperature"):
+            raise ValueError(f"kind: {kind!r}; allowed: normalised, temperature")
+        low, high = np.array([self.zones[self.index[i][0]][kind] for i in indices]).T
+        as_tensor = lambda v: torch.from_numpy(v).view(-1, 1, 1, 1, 1)  # noqa: E731
+        return as_tensor(low), as_tensor(high)
 
 
 # ------------------------------------------------------------------------------------------------ factory
@@ -314,11 +423,11 @@ def make_dataset(config, train: bool, horizon: int | None = None) -> Dataset:
     nt_pred = config.nt_pred if horizon is None else horizon
     if config.dataset in ("wave", "wave_partial"):
         return wave_dataset(config, train, nt_pred)
+    if config.dataset == "mnist" and not train:
+        return mnist_test_set(config, nt_pred)
     if config.dataset == "mnist":
-        digits, _, _ = moving_mnist.digits_for(config.data_dir, train, 28)
-        # §5.2: training sequences are effectively unlimited (200k per epoch); the test set has 5000.
-        n_sequences = MNIST_TRAIN_SEQUENCES if train else MNIST_TEST_SEQUENCES
-        return MovingMNISTWindows(digits, n_sequences, config.nt_cond, nt_pred, config.data_seed + (0 if train else 1))
+        digits, _, _ = moving_mnist.digits_for(config.data_dir, True, 28)
+        return MovingMNISTWindows(digits, MNIST_TRAIN_SEQUENCES, config.nt_cond, nt_pred, config.data_seed)
     if config.data_dir is None:
         raise ValueError(f"data_dir: dataset {config.dataset!r} reads user files; set data_dir (layouts in {__name__})")
     if config.dataset == "chairs":
