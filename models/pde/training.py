@@ -55,7 +55,7 @@ def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
     rng = np.random.default_rng([config.seed, ctx.rank])
     tau, offset = config.nt_cond, config.resolved_offset
 
-    model = build_model(config)
+    model = build_model(config).to(ctx.device)  # first: a restored optimiser state then lands on the device too
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     dataset = make_dataset(config, train=True)
     total_steps = steps_for(config, len(dataset))

@@ -27,7 +27,7 @@ from dynagen.models.srvp.model import SRVP
 from dynagen.models.srvp.train import make_dataset
 
 log = logging.getLogger(__name__)
-TEST_SEED = 1  # §4
+TEST_SEED, TEST_BATCH_SIZE = 1, 16  # §4
 N_RANDOM_SHOWN = 3
 
 
@@ -112,13 +112,18 @@ def _finite_mean(values: np.ndarray) -> tuple[float, int]:
 
 
 def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = None, n_test: int | None = None,
-             batch_size: int = 16, device: str = "cpu", n_euler_steps_test: int | None = None,
-             lpips: str | None = None, fvd: str | None = None, **options) -> dict[str, float]:
-    """Best-of-``samples`` metrics of the checkpoint ``state`` on ``n_test`` test clips (all by default).
+             batch_size: int | None = None, device: str | None = None, n_euler_steps_test: int | None = None,
+             lpips: str | None = None, fvd: str | None = None) -> dict[str, float]:
+    """Best-of-``samples`` metrics of the checkpoint ``state`` on ``n_test`` test clips (all by default), in
+    batches of ``batch_size`` clips (default 16, §4).
 
-    ``lpips`` / ``fvd``: TorchScript files of the LPIPS (AlexNet-lin) and I3D networks; those metrics are only
-    computed when given. Writes per-frame curves (CSV, PNG), sample grids (PNG, GIF) and the test set used.
+    ``lpips`` / ``fvd``: TorchScript files of the LPIPS (AlexNet-lin) and I3D networks (models/srvp/README.md);
+    those metrics are only computed when given. ``device``: the first GPU when there is one, else the CPU; the
+    model, the sampling and the LPIPS / I3D networks all run there. Writes per-frame curves (CSV, PNG), sample
+    grids (PNG, GIF) and the test set used.
     """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batch_size = int(batch_size or TEST_BATCH_SIZE)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_samples = int(samples or config.n_samples)
@@ -128,8 +133,9 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
     model = SRVP.from_config(config)
     model.load_state_dict({k.removeprefix("module."): v for k, v in state["model"].items()})
     model.to(device).eval()
-    lpips_net = M.load_scripted(lpips, "LPIPS") if lpips else None
-    fvd_net = M.load_scripted(fvd, "FVD (I3D)") if fvd else None
+    # loaded before the test set is built and sampled, so that a bad file fails at once
+    lpips_net = M.load_scripted(lpips, "lpips", device) if lpips else None
+    fvd_net = M.load_scripted(fvd, "fvd", device) if fvd else None
 
     videos, source = test_videos(config, out_dir, None if n_test is None else int(n_test))
     say = log.warning if moving_mnist.STAND_IN in source else log.info  # the stand-in is always shown
@@ -138,7 +144,7 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
     names = ["model", "copy_last", "mean_frame", "all_black"]
     per_clip = {f"{m}/{n}": [] for m in ("psnr", "ssim") for n in names}
     curves = {key: [] for key in per_clip}
-    lpips_best, fvd_sets, shown = [], ([], []), None
+    lpips_best, fvd_embeddings, shown = [], ([], []), None
     for start in range(0, len(videos), batch_size):
         x = srvp_data.collate(videos[start : start + batch_size]).to(device)
         cond, future = x[:nt_cond], x[nt_cond:]
@@ -155,15 +161,15 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
                 per_clip[f"{metric}/{name}"].append(scores.mean(0).cpu())
                 curves[f"{metric}/{name}"].append(scores.cpu())
         if lpips_net is not None:
-            lp = torch.stack([M.frame_lpips(lpips_net, p.cpu(), future.cpu()) for p in preds])
-            lpips_best.append(M.best_of_n(lp, higher_is_better=False)[0])
-        if fvd_net is not None:
-            fvd_sets[0].append(x.cpu())
-            fvd_sets[1].append(torch.cat([cond, preds[0]]).cpu())  # §4: conditioning + the first random sample
+            lp = torch.stack([M.frame_lpips(lpips_net, p, future) for p in preds])
+            lpips_best.append(M.best_of_n(lp, higher_is_better=False)[0].cpu())
+        if fvd_net is not None:  # embedded batch by batch: only (n_test, D) embeddings are kept
+            fvd_embeddings[0].append(M.video_embeddings(fvd_net, x))
+            fvd_embeddings[1].append(M.video_embeddings(fvd_net, torch.cat([cond, preds[0]])))  # §4: cond + random_1
         if shown is None:
-            order = psnr.mean(1).argsort(0)  # (N, B) ascending
-            shown = (x.cpu(), preds[order[-1], :, torch.arange(x.shape[1])].transpose(0, 1).cpu(),
-                     preds[order[0], :, torch.arange(x.shape[1])].transpose(0, 1).cpu(), preds[:N_RANDOM_SHOWN].cpu())
+            order, clips = psnr.mean(1).argsort(0), torch.arange(x.shape[1], device=device)  # order: (N, B) ascending
+            shown = (x.cpu(), preds[order[-1], :, clips].transpose(0, 1).cpu(),
+                     preds[order[0], :, clips].transpose(0, 1).cpu(), preds[:N_RANDOM_SHOWN].cpu())
 
     results: dict[str, float] = {"n_test": float(len(videos)), "samples": float(n_samples)}
     frame_rows: dict[str, np.ndarray] = {}
@@ -183,8 +189,7 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
     if lpips_best:
         results["lpips/model"], results["lpips/model_ci95"] = M.mean_and_interval(torch.cat(lpips_best).numpy())
     if fvd_net is not None:
-        truth, hypothesis = (torch.cat(v, 1) for v in fvd_sets)
-        results["fvd/model"] = M.frechet_distance(M.video_embeddings(fvd_net, truth), M.video_embeddings(fvd_net, hypothesis))
+        results["fvd/model"] = M.frechet_distance(*(np.concatenate(e) for e in fvd_embeddings))
 
     _write_csv(out_dir / "per_frame.csv", ["frame"] + list(frame_rows),
                [[nt_cond + 1 + t] + [float(frame_rows[k][t]) for k in frame_rows] for t in range(n_pred)])

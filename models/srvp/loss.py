@@ -15,16 +15,22 @@ from torch.distributions import Normal, kl_divergence
 
 from dynagen.models.srvp.model import SRVPOutput, gaussian_parameters
 
+# Distributions are built with validate_args=False: checking their arguments is a host-device sync per
+# distribution and step on a GPU (the scales are softplus + 1e-8 > 0 by construction, §1.5).
+
 
 def gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, obs_scale: float) -> torch.Tensor:
     """Sum of per-pixel -log N(x; x^, obs_scale^2) = 0.5((x - x^)/s)^2 + log s + 0.5 log 2 pi (§3, §7.11)."""
-    return -Normal(x_hat, obs_scale).log_prob(x).sum()
+    return -Normal(x_hat, obs_scale, validate_args=False).log_prob(x).sum()
 
 
 def kl_diagonal(q_params: torch.Tensor, p_params: torch.Tensor | None = None) -> torch.Tensor:
     """Summed KL(q || p) between diagonal Gaussians given as (mean, raw) parameters; p = N(0, I) when omitted."""
-    q = Normal(*gaussian_parameters(q_params))
-    p = Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale)) if p_params is None else Normal(*gaussian_parameters(p_params))
+    q = Normal(*gaussian_parameters(q_params), validate_args=False)
+    if p_params is None:
+        p = Normal(torch.zeros_like(q.loc), torch.ones_like(q.scale), validate_args=False)
+    else:
+        p = Normal(*gaussian_parameters(p_params), validate_args=False)
     return kl_divergence(q, p).sum()
 
 

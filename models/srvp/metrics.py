@@ -6,7 +6,7 @@ frame and sequence. Sequence scores average them over the predicted frames.
 SSIM uses an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1, and a *valid*
 convolution (no padding): the map of a 64x64 frame is 54x54. torchmetrics 1.9 reflect-pads the input and
 averages the padded border into its score, so the map is computed here with the same window and checked
-against torchmetrics' map on the interior (tests/test_srvp_metrics.py).
+against torchmetrics' map on the interior (tests/test_srvp_loss_metrics.py).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio
+
+from dynagen.platform.configs import UsageError
 
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 
@@ -30,8 +32,9 @@ def frame_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return psnr.view(t, b, c).mean(-1)
 
 
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, device: torch.device | str | None = None) -> torch.Tensor:
+    """Normalised (size, size) Gaussian window in float64, built on ``device`` (no host-to-device copy per call)."""
+    coords = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
     g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
     return torch.outer(g, g)
@@ -40,7 +43,7 @@ def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch
 def ssim_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SSIM map of (N, C, H, W) images with the valid 11x11 Gaussian window, per channel: (N, C, H-10, W-10)."""
     c = pred.shape[1]
-    window = gaussian_window().to(pred)[None, None].expand(c, 1, -1, -1)
+    window = gaussian_window(device=pred.device).to(pred.dtype)[None, None].expand(c, 1, -1, -1)
     filt = lambda v: F.conv2d(v, window, groups=c)  # noqa: E731
     mu_x, mu_y = filt(pred), filt(target)
     var_x = filt(pred * pred) - mu_x**2
@@ -75,24 +78,35 @@ def mean_and_interval(values: np.ndarray) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Optional perceptual metrics: they need network weights, which are never downloaded.
+# Optional perceptual metrics (§4): they need network weights, which are never downloaded. The user passes
+# TorchScript files; models/srvp/README.md says how to make them and the call contract below.
 
 
-def load_scripted(path: str | Path | None, what: str) -> torch.jit.ScriptModule:
-    """A TorchScript network the user provides; a clear error otherwise."""
-    if not path:
-        raise ValueError(f"{what} needs network weights: pass a TorchScript file (no weights are downloaded)")
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{what}: weight file {path} does not exist")
-    return torch.jit.load(str(path), map_location="cpu").eval()
+def load_scripted(path: str | Path, option: str, device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """The TorchScript network in ``path`` (evaluation option ``option``), in eval mode on ``device``.
+
+    Bad paths are user input, so they end in the CLI's one-line error naming the option (exit code 2).
+    """
+    allowed = "allowed: a file written by torch.jit.save (see models/srvp/README.md)"
+    if not Path(str(path)).is_file():
+        raise UsageError(f"{option}: no such file: {path}; {allowed}")
+    try:
+        return torch.jit.load(str(path), map_location=device).eval()
+    except RuntimeError:  # a state dict, a pickle or any other non-TorchScript file
+        raise UsageError(f"{option}: {path} is not a TorchScript file; {allowed}") from None
 
 
 def frame_lpips(network: torch.nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """§4 LPIPS per frame (T, B): the user's AlexNet-lin network on [-1, 1] RGB inputs (grey repeated)."""
+    """§4 LPIPS per frame (T, B). The network gets two (T*B, 3, H, W) batches in [-1, 1] (grey repeated to RGB),
+    on the device of ``pred``, and returns one distance per pair: (T*B,) or lpips' (T*B, 1, 1, 1)."""
     t, b = pred.shape[:2]
-    to_rgb = lambda v: (v.flatten(0, 1).expand(-1, 3, -1, -1) if v.shape[2] == 1 else v.flatten(0, 1)) * 2 - 1  # noqa: E731
+    to_rgb = lambda v: v.flatten(0, 1).expand(-1, 3, -1, -1) * 2 - 1  # noqa: E731  (expand is a no-op on RGB)
     with torch.no_grad():
-        return network(to_rgb(pred), to_rgb(target)).reshape(t, b)
+        out = network(to_rgb(pred), to_rgb(target))
+    if out.numel() != t * b:
+        raise UsageError(f"lpips: the network returned shape {tuple(out.shape)} for {t * b} frame pairs; "
+                         "allowed: one distance per pair, (N,) or (N, 1, 1, 1)")
+    return out.reshape(t, b)
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -107,19 +121,24 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
 
 
 def video_embeddings(network: torch.nn.Module, videos: torch.Tensor, chunk: int = 16) -> np.ndarray:
-    """§4 FVD embeddings: videos (T, B, C, H, W) -> RGB, bilinear 224x224, [-1, 1], (B, T, 224, 224, 3) into the
-    user's I3D network in chunks of 16 (the last chunk padded with the first videos, the padding dropped)."""
+    """§4 FVD embeddings (B, D) of videos (T, B, C, H, W) in [0, 1], on their device.
+
+    Chunks of 16 videos become RGB, bilinear 224x224, [-1, 1], laid out (16, T, 224, 224, 3) as TF-Hub's I3D
+    takes them; the last chunk is padded with the first videos and the padding dropped. Resizing one chunk at a
+    time keeps memory at 16 videos (a whole KTH test set at 224x224 would take ~24 GB).
+    """
     t, b = videos.shape[:2]
-    frames = videos.flatten(0, 1)
-    frames = frames.expand(-1, 3, -1, -1) if frames.shape[1] == 1 else frames
-    frames = F.interpolate(frames, size=(224, 224), mode="bilinear", align_corners=False) * 2 - 1
-    clips = frames.view(t, b, 3, 224, 224).permute(1, 0, 3, 4, 2)
     out = []
     with torch.no_grad():
         for start in range(0, b, chunk):
-            part = clips[start : start + chunk]
-            n = len(part)
-            if n < chunk:
-                part = torch.cat([part, clips[torch.arange(chunk - n) % b]])
-            out.append(network(part)[:n].cpu().numpy())
+            ids = torch.arange(start, start + chunk, device=videos.device)
+            n = min(chunk, b - start)
+            frames = videos[:, ids % b].flatten(0, 1)  # ids past the end wrap to the first videos (padding)
+            frames = F.interpolate(frames.expand(-1, 3, -1, -1), size=(224, 224), mode="bilinear", align_corners=False)
+            clips = (frames * 2 - 1).view(t, chunk, 3, 224, 224).permute(1, 0, 3, 4, 2)
+            embedding = network(clips)
+            if embedding.ndim != 2 or len(embedding) != chunk:
+                raise UsageError(f"fvd: the network returned shape {tuple(embedding.shape)} for {chunk} videos; "
+                                 "allowed: (N, D) embeddings")
+            out.append(embedding[:n].double().cpu().numpy())
     return np.concatenate(out)

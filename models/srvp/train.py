@@ -60,7 +60,7 @@ def validate(model: SRVP, batches: list[torch.Tensor], config, device) -> tuple[
         ])  # (N, T, B, C, H, W)
         psnr = torch.stack([frame_psnr(s, x) for s in samples]).clamp(max=100)  # clamp: static digits give +inf
         _, _, best = best_of_n(psnr)
-        chosen = samples[best, :, torch.arange(x.shape[1])].transpose(0, 1)  # (T, B, ...)
+        chosen = samples[best, :, torch.arange(x.shape[1], device=device)].transpose(0, 1)  # (T, B, ...)
         scores.append(frame_psnr(chosen[config.nt_cond :], x[config.nt_cond :]).clamp(max=100).mean(0))
         if shown is None:
             shown = (x[:, :4].cpu(), chosen[:, :4].cpu())
@@ -83,10 +83,13 @@ def train(config, ctx) -> dict[str, float]:
     torch.manual_seed(config.seed)  # §3: the same torch seed on every rank; data differ through the sampler
     np.random.seed((config.seed + ctx.rank) % 2**32)
     device = ctx.device
-    use_amp = bool(config.amp) and torch.device(device).type == "cuda"
+    on_gpu = torch.device(device).type == "cuda"
+    use_amp = bool(config.amp) and on_gpu
+    if on_gpu:
+        torch.backends.cudnn.benchmark = True  # §3: input shapes are fixed, so the fastest conv kernels are kept
 
     model = SRVP.from_config(config)
-    if ctx.world_size > 1 and torch.device(device).type == "cuda":
+    if ctx.world_size > 1 and on_gpu:
         # §3: BatchNorm statistics over the global batch. PyTorch's SyncBatchNorm only runs on accelerators, so
         # CPU DDP (tests, laptops) keeps per-worker statistics.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -100,7 +103,8 @@ def train(config, ctx) -> dict[str, float]:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # empty when saved without AMP (or on CPU): a resume with AMP starts a fresh scale
+            scaler.load_state_dict(state["scaler"])
         start = step + 1
     core = model
     model = ctx.prepare_model(model)
@@ -110,6 +114,7 @@ def train(config, ctx) -> dict[str, float]:
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=local_batch, shuffle=True, drop_last=True, collate_fn=srvp_data.collate,
         num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed + start),
+        pin_memory=on_gpu,  # page-locked batches: the host-to-GPU copies (non_blocking) overlap compute
     )
     batches = srvp_data.cycle(ctx.prepare_data_loader(loader))
     if ctx.is_main:
@@ -133,12 +138,12 @@ def train(config, ctx) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(terms["loss"]).backward()
         optimizer_step(optimizer, scheduler, step, config.lr_scheduling_burnin, scaler if use_amp else None)
-        for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach())
+        for k, v in terms.items():  # summed on the device: no host sync per step
+            sums[k] = sums.get(k, 0.0) + v.detach()
         last = step == config.steps
         if step % config.log_every == 0 or last:
             n = step % config.log_every or config.log_every
-            metrics = {f"train/{k}": v / n for k, v in sums.items()}
+            metrics = {f"train/{k}": float(v) / n for k, v in sums.items()}
             metrics["lr"] = optimizer.param_groups[0]["lr"]
             sums = {}
             if ctx.is_main and (step % config.val_interval == 0 or last):
