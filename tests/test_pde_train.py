@@ -1,13 +1,17 @@
 """Training and evaluation end to end with LocalContext (no Ray), on simulated WaveEq data."""
 
+import json
+
 import numpy as np
 import pytest
+import yaml
 import torch
 from PIL import Image
 
 from dynagen.models.pde.data import make_dataset
 from dynagen.models.pde.experiment import EXPERIMENT, PDEConfig
 from dynagen.models.pde.model import build_model
+from dynagen.platform import cli
 from dynagen.platform.context import LocalContext, load_state
 
 TINY = dict(
@@ -41,7 +45,7 @@ def test_loss_decreases_and_checkpoint_is_written(trained):
 
 def test_evaluate_reports_model_baselines_swap_and_writes_files(trained, tmp_path):
     config, ctx, _ = trained
-    results = EXPERIMENT.evaluate(config, load_state(ctx.checkpoint_dir), tmp_path, batch_size=100, unknown_option=1)
+    results = EXPERIMENT.evaluate(config, load_state(ctx.checkpoint_dir), tmp_path, batch_size=100)
     test = make_dataset(config, train=False, horizon=12)
     assert results["samples"] == len(test) == 2 * (150 - 17 + 1)
     for method in ("model", "copy_last", "mean_frame"):
@@ -56,6 +60,15 @@ def test_evaluate_reports_model_baselines_swap_and_writes_files(trained, tmp_pat
     gif = Image.open(tmp_path / "predictions.gif")
     assert gif.n_frames == 5 + 12
     assert Image.open(tmp_path / "predictions.png").size[0] == 17 * 34
+
+
+def test_dynagen_evaluate_passes_samples_and_options(trained, tmp_path):
+    config, ctx, _ = trained
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    code = cli.main(["evaluate", "pde", "--checkpoint", str(ctx.checkpoint_dir), "--config", str(tmp_path / "config.yaml"),
+                     "--samples", "20", "--option", "batch_size=8", "--option", "horizon=6", "--out", str(tmp_path / "eval")])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert code == 0 and metrics["samples"] == 20 and "mse/model/t+5" in metrics and "mse/model/t+10" not in metrics
 
 
 def test_resume_continues_after_the_checkpointed_step(trained, tmp_path):

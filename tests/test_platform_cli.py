@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dynagen.platform.configs import UsageError
+
 ROOT = Path(__file__).resolve().parents[1]
 DYNAGEN = shutil.which("dynagen", path=str(Path(sys.executable).parent)) or "dynagen"
 
@@ -101,6 +103,18 @@ def test_a_run_larger_than_this_machine_is_refused_before_anything_is_written(tm
     last = result.stderr.strip().splitlines()[-1]  # Ray's own start-up lines come before it
     assert last.startswith("dynagen: error: --workers x --cpus-per-worker: needs 4096 CPU at once but this machine has "), last
     assert "Traceback" not in result.stderr and not any((tmp_path / "runs").glob("*/config.yaml"))
+
+
+@pytest.mark.parametrize("name", ["srvp", "pde", "gan-ntk"])
+def test_every_experiment_takes_samples_and_names_its_evaluate_options(name):
+    # `dynagen evaluate` rejects option names the evaluate function does not declare: an experiment whose
+    # evaluate takes only **options would reject even --samples.
+    from dynagen.platform.cli import _check_evaluate_options
+    from dynagen.platform.registry import get
+
+    _check_evaluate_options(get(name).evaluate, {"samples": 2})
+    with pytest.raises(UsageError, match="option: unknown 'n_smaples'; allowed: samples"):
+        _check_evaluate_options(get(name).evaluate, {"n_smaples": 2})
 
 
 def test_unknown_experiment_through_the_console_script():

@@ -151,10 +151,11 @@ def train(config: GanNtkConfig, ctx) -> dict[str, float]:
     return train_particles(config, ctx)
 
 
-def evaluate(config: GanNtkConfig, state, out_dir, **options) -> dict[str, float]:
+def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
+    """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature."""
     from dynagen.models.gantk.run import evaluate_particles
 
-    return evaluate_particles(config, state, out_dir, **options)
+    return evaluate_particles(config, state, out_dir, samples=samples)
 
 
 def _agreement(table):

@@ -156,8 +156,7 @@ def train_particles(config: GanNtkConfig, ctx) -> dict[str, float]:
     return final
 
 
-def evaluate_particles(config: GanNtkConfig, state: Mapping[str, Any], out_dir, samples: int | None = None,
-                       **options) -> dict[str, float]:
+def evaluate_particles(config: GanNtkConfig, state: Mapping[str, Any], out_dir, samples: int | None = None) -> dict[str, float]:
     """Final particles vs targets (and, as a baseline, the initial particles); with ``samples`` also
     against a fresh target sample drawn with another seed (generated targets only)."""
     dtype = _dtype(config)

@@ -104,7 +104,11 @@ def _write_csv(path: Path, curves: dict[str, np.ndarray]) -> None:
 
 
 @torch.no_grad()
-def evaluate_checkpoint(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int = 256, horizon: int | None = None, device: str | None = None, **_) -> dict[str, float]:
+def evaluate_checkpoint(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
+                        horizon: int | None = None, device: str | None = None) -> dict[str, float]:
+    """Scores ``samples`` random test windows (all by default) in batches of ``batch_size`` (256, the original's)
+    over ``horizon`` steps (the config's test_horizon by default)."""
+    batch_size = batch_size or 256
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

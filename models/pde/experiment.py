@@ -140,10 +140,13 @@ def train(config: PDEConfig, ctx) -> dict[str, float]:
     return train_loop(config, ctx)
 
 
-def evaluate(config: PDEConfig, state, out_dir, **options) -> dict[str, float]:
+def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
+             horizon: int | None = None, device: str | None = None) -> dict[str, float]:
+    """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature.
+    None = ``evaluate_checkpoint``'s default."""
     from dynagen.models.pde.evaluation import evaluate_checkpoint
 
-    return evaluate_checkpoint(config, state, out_dir, **options)
+    return evaluate_checkpoint(config, state, out_dir, samples=samples, batch_size=batch_size, horizon=horizon, device=device)
 
 
 def steps_for(config: PDEConfig, train_windows: int) -> int:
