@@ -4,7 +4,8 @@ One generator serves both specs: SRVP's §5 (/work/shared/specs/srvp.md: stochas
 and PDE's §5.2 (/work/shared/specs/pde.md), which is exactly SRVP's *deterministic* variant (2 digits of 28x28
 on a 64x64 canvas, start U{0..36}², velocity U{-4..4}², exact sub-step reflections, digits summed, clipped at 255;
 the PDE wrapper divides by 255). Trajectories draw from numpy's legacy ``RandomState`` as the originals do, so a
-seeded test set (:func:`make_test_set`) reproduces bit for bit.
+seeded test set (:func:`make_test_set`) reproduces bit for bit; :func:`find_or_build_test_set` reads the original's
+file or builds the same set, for both models' evaluations.
 
 Digit sources (:func:`digits_for`). Nothing is ever downloaded:
 
@@ -26,7 +27,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
+
+from dynagen.models.training_data import EpochDataset
 
 COLLISION_EPS = 1e-8  # §5 tolerance when testing out-of-bounds positions and wall intersections
 VIRTUAL_LENGTH = 500_000  # SRVP §3: on-the-fly training sets have this virtual length (the default __len__)
@@ -120,11 +122,12 @@ def render(digits: Sequence[np.ndarray], trajectories: Sequence[np.ndarray], nx:
     return np.minimum(canvas, 255).astype(np.uint8)
 
 
-class MovingMNIST(torch.utils.data.Dataset):
+class MovingMNIST(EpochDataset):
     """Stochastic or deterministic Moving MNIST, generated on the fly (SRVP §5; PDE §5.2 = deterministic).
 
-    Item ``i`` is generated from ``RandomState((seed, i))``, so a video depends only on its index: data are
-    reproducible, resumable and split across workers by the sampler like any map-style dataset.
+    Item ``i`` of epoch ``e`` is generated from ``RandomState((seed, e, i))`` (:class:`EpochDataset`): a new video
+    at every access of a training run, as the originals draw, yet reproducible, resumable and split across
+    workers by the sampler like any map-style dataset.
     """
 
     def __init__(self, digits: np.ndarray, nx: int = 64, seq_len: int = 15, max_speed: int = 4,
@@ -152,9 +155,9 @@ class MovingMNIST(torch.utils.data.Dataset):
         return render([self.digits[i] for i in digit_ids], paths, self.nx), paths
 
     def latents(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """(digit ids (ndigits,), trajectories (ndigits, T, 4)) of item ``index``, drawn from the same
-        ``RandomState((seed, index))`` as ``self[index]``: the digit ids first, then each digit's trajectory."""
-        rng = np.random.RandomState([self.seed % 2**32, index])
+        """(digit ids (ndigits,), trajectories (ndigits, T, 4)) of item ``index`` in the current epoch, drawn from
+        the same stream as ``self[index]``: the digit ids first, then each digit's trajectory."""
+        rng = self.rng(index)
         digit_ids = rng.randint(len(self.digits), size=self.ndigits)
         return digit_ids, self.paths(rng, digit_ids)
 
@@ -164,8 +167,11 @@ class MovingMNIST(torch.utils.data.Dataset):
         return render([self.digits[i] for i in digit_ids], paths, self.nx)
 
 
+TEST_SEED = 42  # §5: make_test_set.py seeds numpy with 42
+
+
 def make_test_set(digits: np.ndarray, labels: np.ndarray, nx: int = 64, seq_len: int = 25, max_speed: int = 4,
-                  deterministic: bool = False, ndigits: int = 2, seed: int = 42) -> dict[str, np.ndarray]:
+                  deterministic: bool = False, ndigits: int = 2, seed: int = TEST_SEED) -> dict[str, np.ndarray]:
     """§5 fixed test set: RandomState(seed), one permutation of the digits, sequence i uses digits
     perm[n*i .. n*i+n-1] (each digit once), then the trajectories in order. Returns the .npz arrays:
     ``sequences`` (T, N, nx, nx) uint8, ``latents`` (T, N, ndigits, 4), ``labels`` (N, ndigits), ``digits``."""
@@ -205,6 +211,37 @@ def save_npz_atomically(path: str | Path, arrays: dict[str, np.ndarray]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def find_or_build_test_set(data_dir: str | Path | None, seq_len: int, *, deterministic: bool, ndigits: int, nx: int,
+                           max_speed: int = 4, digit_size: int = 28, save_dir: str | Path | None = None,
+                           ) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
+    """The §5 fixed test set, for SRVP's and the PDE model's evaluations: ``data_dir/<test_set_filename>`` (the
+    original's ``make_test_set.py`` output) when it exists, with all its frames; else the same set built by
+    :func:`make_test_set` (seed 42) with ``seq_len`` frames from the test digits (MNIST t10k in ``data_dir``, or the
+    scikit-learn stand-in without one), written to ``save_dir`` when one is given.
+
+    Returns (the .npz arrays, the test digits in their source order, a description). A file holds its digits in the
+    builder's order, i.e. permuted by RandomState(42); that is undone, exactly when the builder used every digit
+    (the spec's 10,000 digits in 5,000 pairs). The digits are None for a file without ``digits``.
+    """
+    name = test_set_filename(deterministic, ndigits, nx)
+    given = Path(data_dir) / name if data_dir else None
+    if given is not None and given.exists():
+        with np.load(given) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+        digits = None
+        if "digits" in arrays:
+            built = arrays["digits"].reshape(-1, *arrays["digits"].shape[-2:])
+            digits = np.empty_like(built)
+            digits[np.random.RandomState(TEST_SEED).permutation(len(built))] = built
+        return arrays, digits, f"fixed test set {given}"
+    digits, labels, source = digits_for(data_dir, False, digit_size)
+    arrays = make_test_set(digits, labels, nx, seq_len, max_speed, deterministic, ndigits, TEST_SEED)
+    description = f"test set built from {source}" + (f" (no {name} in {data_dir})" if data_dir else "")
+    if save_dir is not None:
+        description += f"; saved to {save_npz_atomically(Path(save_dir) / name, arrays)}"
+    return arrays, digits, description
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -73,13 +73,28 @@ def test_rendering_sums_and_saturates():
 def test_latents_are_the_draws_behind_each_item(deterministic):
     digits, _, _ = mm.digits_for(None, True, 28)
     dataset = mm.MovingMNIST(digits, 64, 12, deterministic=deterministic, seed=5)
-    for index in (0, 7):
+    for epoch, index in ((0, 0), (0, 7), (3, 7)):
+        dataset.set_epoch(epoch)
         ids, paths = dataset.latents(index)
         assert ids.shape == (2,) and paths.shape == (2, 12, 4)
         assert (mm.render([digits[i] for i in ids], paths, 64) == dataset[index]).all()
-        rng = np.random.RandomState([5, index])  # the same draws, through the generator's own path
+        rng = np.random.RandomState([5, epoch, index])  # the same draws, through the generator's own path
         video, again = dataset.generate(rng, rng.randint(len(digits), size=2))
         assert (again == paths).all() and (video == dataset[index]).all()
+
+
+def test_every_epoch_draws_new_videos_and_the_same_epoch_the_same_ones():
+    digits, _, _ = mm.digits_for(None, True, 28)
+    dataset = mm.MovingMNIST(digits, 64, 10, seed=2)
+    first = [dataset[i] for i in range(8)]
+    dataset.set_epoch(1)
+    second = [dataset[i] for i in range(8)]
+    assert all((a != b).any() for a, b in zip(first, second))  # no video of epoch 0 comes back in epoch 1
+    again = mm.MovingMNIST(digits, 64, 10, seed=2)
+    again.set_epoch(1)
+    assert all((again[i] == second[i]).all() for i in range(8))  # (seed, epoch, index) fixes the video
+    dataset.set_epoch(0)
+    assert all((dataset[i] == first[i]).all() for i in range(8))
 
 
 def test_test_set_uses_every_digit_once():
@@ -122,3 +137,23 @@ def test_stand_in_digits_are_labelled_as_such():
     assert mm.STAND_IN in description and "NOT MNIST" in description
     assert train.shape[1:] == (28, 28) and train.dtype == np.uint8 and len(train) + len(test) == 1797
     assert len(test) == int(mm.SKLEARN_TEST_FRACTION * 1797) and len(train_labels) == len(train)
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_find_or_build_test_set_writes_the_file_it_then_finds(tmp_path, deterministic):
+    """The one find-or-build both evaluations use: without the file, the §5 set is built (seed 42) from the MNIST
+    test digits and saved; given that file back, the same arrays are read, and the digits in their source order
+    are recovered from it (all 20 digits are used: 10 pairs)."""
+    images = np.random.RandomState(0).randint(0, 256, (20, 28, 28)).astype(np.uint8)
+    x_train = np.zeros((2, 28, 28), np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x_train, x_test=images, y_test=np.arange(20))
+    kwargs = dict(deterministic=deterministic, ndigits=2, nx=64)
+    built, digits, source = mm.find_or_build_test_set(tmp_path, 6, **kwargs, save_dir=tmp_path / "eval")
+    name = mm.test_set_filename(deterministic, 2, 64)
+    assert (digits == images).all() and "MNIST test digits" in source and str(tmp_path / "eval" / name) in source
+    expected = mm.make_test_set(images, np.arange(20), 64, 6, 4, deterministic, 2, seed=42)
+    assert all((built[key] == expected[key]).all() for key in expected)
+    (tmp_path / name).write_bytes((tmp_path / "eval" / name).read_bytes())  # now the fixed file is in data_dir
+    found, recovered, source = mm.find_or_build_test_set(tmp_path, 100, **kwargs)
+    assert source == f"fixed test set {tmp_path / name}" and found["sequences"].shape == (6, 10, 64, 64)
+    assert all((found[key] == expected[key]).all() for key in expected) and (recovered == images).all()

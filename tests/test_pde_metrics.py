@@ -73,6 +73,9 @@ def test_moving_mnist_items_are_deterministic_in_range_and_sum_digits():
     assert torch.equal(again[0], cond) and torch.equal(again[1], target)
     assert not torch.equal(MovingMNISTWindows(digits, 10, 5, 10, seed=4)[4][0], cond)
     assert not torch.equal(dataset[5][0], cond)
+    dataset.set_epoch(1)  # the training loop's next epoch: new sequences (§5.2: generated at every access)
+    assert not torch.equal(dataset[4][0], cond)
+    dataset.set_epoch(0)
     # The frames are the digits of latents(4) rendered on its trajectories, divided by 255.
     ids, paths = dataset.latents(4)
     frames = torch.cat([cond, target])

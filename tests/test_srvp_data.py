@@ -69,3 +69,33 @@ def test_kth_human_bair_layouts(tmp_path):
     with pytest.raises(FileNotFoundError, match="data_dir"):
         data.BAIR(tmp_path / "nowhere", 12)
     assert isinstance(data.collate([kth[0]]), torch.Tensor)
+
+
+
+def test_training_clips_start_anew_every_epoch(tmp_path):
+    """§3 / §5: every access draws a random start (BAIR: in [0, 30 - seq_len]), so over a run every start of a
+    video is used, not the one start a per-index stream would fix. Frame t of each fake 30-frame video is filled
+    with t, so a clip's first pixel is its start."""
+    for t in range(30):
+        frame = np.full((64, 64, 3), t, np.uint8)
+        _png(tmp_path / "bair/processed_data/train/traj_0_to_255/0" / f"{t}.png", frame)
+        _png(tmp_path / "kth/processed_64/boxing/person01_boxing_d1" / f"image-{t:03d}.png", frame)
+    (tmp_path / "human/train").mkdir(parents=True)
+    ramp = np.broadcast_to(np.arange(30, dtype=np.uint8)[:, None, None, None], (30, 64, 64, 3))
+    np.savez(tmp_path / "human/train/S1_walking.npz", image=ramp)
+    cases = [  # (data set, frame step within a clip, number of possible starts)
+        (lambda: data.BAIR(tmp_path / "bair", 12), 1, 30 - 12 + 1),
+        (lambda: data.KTH(tmp_path / "kth", 10), 1, 30 - 10 + 1),
+        (lambda: data.Human36M(tmp_path / "human", 3, subsampling=8), 8, 30 - (2 * 8 + 1) + 1),
+    ]
+    for make, step, n_starts in cases:
+        dataset, starts = make(), []
+        for epoch in range(200):
+            dataset.set_epoch(epoch)
+            first_pixels = dataset[0].reshape(dataset.seq_len, -1)[:, 0].astype(int)
+            assert (np.diff(first_pixels) == step).all()
+            starts.append(first_pixels[0])
+        assert set(starts) == set(range(n_starts)), type(dataset).__name__
+        again = make()
+        again.set_epoch(199)
+        assert again[0].reshape(dataset.seq_len, -1)[0, 0] == starts[-1]  # (seed, epoch, index) fixes the clip

@@ -2,7 +2,8 @@
 (τ, C, H, W) conditioning frames and (K, C, H, W) frames to predict ((τ, C, P) for WaveEq-100).
 
 No data is downloaded. WaveEq is simulated (``wave.py``) unless ``data_dir`` holds the original
-generator's files; Moving MNIST training sequences are generated on the fly by the generator shared with
+generator's files; Moving MNIST training sequences are generated on the fly, new ones every epoch
+(:mod:`dynagen.models.training_data`), by the generator shared with
 SRVP (:mod:`dynagen.models.moving_mnist`, deterministic variant = §5.2) from MNIST digits in ``data_dir``
 or, without a ``data_dir``, from scikit-learn's bundled 8 × 8 digits upscaled to 28 × 28 (a stand-in, NOT
 MNIST: say so when you report numbers); its test set is the fixed §5.2 file (:func:`mnist_test_set`).
@@ -118,7 +119,7 @@ def wave_dataset(config, train: bool, horizon: int | None = None) -> SequenceWin
 MNIST_TRAIN_SEQUENCES = 200_000  # §5.2: the original's (arbitrary) training __len__
 MNIST_NX, MNIST_DIGITS = 64, 2
 MNIST_TEST_FILE = moving_mnist.test_set_filename(deterministic=True, ndigits=MNIST_DIGITS, nx=MNIST_NX)
-MNIST_TEST_FRAMES, MNIST_TEST_SEED = 100, 42  # §5.2: 100-frame test sequences, numpy seed 42
+MNIST_TEST_FRAMES = 100  # §5.2: 100-frame test sequences (numpy seed 42: moving_mnist.TEST_SEED)
 MNIST_SWAP_SEED = 1  # §4 disentanglement: the new digits come through a seed-1 permutation
 
 
@@ -143,7 +144,8 @@ class MovingMNISTWindows(Dataset):
     (τ, 1, 64, 64) and (K, 1, 64, 64) in [0, 1].
 
     The sequences come from the shared generator (:class:`dynagen.models.moving_mnist.MovingMNIST`, 2 digits,
-    deterministic reflections); sequence ``i`` depends only on (seed, i).
+    deterministic reflections); sequence ``i`` of epoch ``e`` depends only on (seed, e, i): new sequences every
+    epoch, as the original generates them at every access (§5.2), the epoch being set by the training loop.
     """
 
     def __init__(self, digits: np.ndarray, n_sequences: int, nt_cond: int, nt_pred: int, seed: int, nx: int = MNIST_NX):
@@ -157,6 +159,9 @@ class MovingMNISTWindows(Dataset):
 
     def __len__(self) -> int:
         return len(self.generator)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.set_epoch(epoch)
 
     def latents(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(digit ids (2,), trajectories (2, L, 4) of rows (row, col, d_row, d_col)) of sequence ``index``."""
@@ -210,29 +215,21 @@ class MovingMNISTTestSet(Dataset):
 def mnist_test_set(config, horizon: int) -> MovingMNISTTestSet:
     """``data_dir/mmnist_test_2digits_64.npz`` when present (as SRVP's evaluation finds its file), else the same
     set built in memory with the shared builder from the test digits (MNIST t10k in ``data_dir``, or the
-    scikit-learn stand-in without one; ``source`` says which).
+    scikit-learn stand-in without one; ``source`` says which): :func:`moving_mnist.find_or_build_test_set`.
 
-    The swap test needs the test digits in their source order: the file holds them in the builder's order,
-    i.e. permuted by RandomState(42) (§5.2), which is undone here, so the new digits are exactly the
-    original's for the spec's file (from a file built with another seed they are other test digits).
+    The swap test needs the test digits in their source order, which that function recovers from the file, so
+    the new digits are exactly the original's for the spec's file (from a file built with another seed they are
+    other test digits).
     """
-    given = Path(config.data_dir) / MNIST_TEST_FILE if config.data_dir else None
-    if given is not None and given.exists():
-        with np.load(given) as arrays:
-            sequences, latents, digits = arrays["sequences"], arrays["latents"], arrays["digits"]
-        built = digits.reshape(-1, *digits.shape[-2:])
-        swap_digits = np.empty_like(built)
-        swap_digits[np.random.RandomState(MNIST_TEST_SEED).permutation(len(built))] = built
-        return MovingMNISTTestSet(sequences, latents, swap_digits, config.nt_cond, horizon, f"fixed test set {given}")
     _check_test_length(MNIST_TEST_FRAMES, config.nt_cond, horizon)
-    digits, labels, source = moving_mnist.digits_for(config.data_dir, False, 28)
     # Deterministic trajectories draw nothing after their start (§5.2), so L-frame sequences are, frame for
     # frame, the first L frames of the 100-frame set: build only those (5000 × 100 frames would be 2 GB).
-    arrays = moving_mnist.make_test_set(digits, labels, MNIST_NX, config.nt_cond + horizon, deterministic=True,
-                                        ndigits=MNIST_DIGITS, seed=MNIST_TEST_SEED)
-    missing = f" (no {MNIST_TEST_FILE} in {config.data_dir})" if config.data_dir else ""
-    return MovingMNISTTestSet(arrays["sequences"], arrays["latents"], digits, config.nt_cond, horizon,
-                              f"test set built in memory from {source}{missing}")
+    arrays, digits, source = moving_mnist.find_or_build_test_set(
+        config.data_dir, config.nt_cond + horizon, deterministic=True, ndigits=MNIST_DIGITS, nx=MNIST_NX)
+    if digits is None:
+        raise ValueError(f"data_dir: {Path(config.data_dir) / MNIST_TEST_FILE} has no 'digits' array (the swap test "
+                         "needs the test digits; the original's make_test_set.py writes them)")
+    return MovingMNISTTestSet(arrays["sequences"], arrays["latents"], digits, config.nt_cond, horizon, source)
 
 
 # ----------------------------------------------------------------------------------------------- Chairs

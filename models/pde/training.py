@@ -1,7 +1,8 @@
 """The training loop (spec §3): Adam, one t′ per batch, MultiStepLR stepped per epoch, no clipping.
 
 Runs unchanged in-process (``LocalContext``) and in Ray Train workers (DDP through ``ctx``). Every rank
-reports on the same steps; rank 0 writes the prediction images.
+reports on the same steps; rank 0 writes the prediction images. Loss terms are summed on the device and read
+back only at logging steps, so a GPU step does not wait for the host.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from dynagen.models import training_data
 from dynagen.models.pde.data import make_dataset
 from dynagen.models.pde.experiment import PDEConfig, steps_for
 from dynagen.models.pde.loss import draw_ae_time, separable_losses, total_loss
@@ -55,7 +57,12 @@ def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
     rng = np.random.default_rng([config.seed, ctx.rank])
     tau, offset = config.nt_cond, config.resolved_offset
 
-    model = build_model(config).to(ctx.device)  # first: a restored optimiser state then lands on the device too
+    model = build_model(config)
+    if ctx.world_size > 1 and torch.device(ctx.device).type == "cuda":
+        # BatchNorm statistics over the global batch, as SRVP (models/srvp/train.py). PyTorch's SyncBatchNorm only
+        # runs on accelerators, so CPU DDP (tests, laptops) keeps per-worker statistics.
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(ctx.device)  # before the optimiser: a restored optimiser state then lands on the device too
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     dataset = make_dataset(config, train=True)
     total_steps = steps_for(config, len(dataset))
@@ -69,36 +76,21 @@ def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
         start = step + 1
 
     model = ctx.prepare_model(model)
-    loader = DataLoader(
-        dataset,
-        batch_size=ctx.local_batch_size(config.batch_size),
-        shuffle=True,
-        num_workers=config.num_workers,
-        generator=torch.Generator().manual_seed(config.seed),
-    )
     spread = [round(i * (len(dataset) - 1) / 3) for i in range(4)]  # four windows from different sequences
-    image_batch = next(iter(DataLoader(Subset(dataset, spread), batch_size=4))) if ctx.is_main else None
-    loader = ctx.prepare_data_loader(loader)
-    iters_per_epoch = len(loader)
+    image_batch = next(iter(DataLoader(Subset(dataset, spread), batch_size=4))) if ctx.is_main else None  # epoch 0
+    # §3: shuffled, drop_last False; on-the-fly Moving MNIST draws new sequences every epoch.
+    loader = training_data.train_loader(dataset, ctx, ctx.local_batch_size(config.batch_size), config.seed,
+                                        drop_last=False, num_workers=config.num_workers)
     weights = loss_weights(config)
 
     def state() -> dict:
         return {"model": unwrap(model).state_dict(), "optimiser": optimiser.state_dict(), "rng": rng.bit_generator.state, "config": config.model_dump()}
 
-    def batches():
-        epoch = start // iters_per_epoch
-        while True:
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)
-            yield from ((epoch, b) for b in loader)
-            epoch += 1
-
     model.train()
-    running: dict[str, float] = {}
+    running: dict[str, torch.Tensor] = {}
     count, tic = 0, time.perf_counter()
     final: dict[str, float] = {}
-    for step, (epoch, (cond, target)) in zip(range(start, total_steps), batches()):
+    for step, (epoch, (cond, target)) in zip(range(start, total_steps), training_data.epochs(loader, done=start)):
         for group in optimiser.param_groups:
             group["lr"] = lr_at(config, epoch)
         window = torch.cat([cond, target], 1).to(ctx.device, non_blocking=True)
@@ -110,12 +102,12 @@ def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
         optimiser.step()
 
         for name, value in {"loss": loss, **{f"loss/{k}": v for k, v in losses.items()}}.items():
-            running[name] = running.get(name, 0.0) + float(value.detach())
+            running[name] = running.get(name, 0.0) + value.detach()  # summed on the device: no host sync per step
         count += 1
         last = step == total_steps - 1
         if step % config.log_every == 0 or last:
+            final = {name: float(total) / count for name, total in running.items()}  # waits for the queued steps
             elapsed = time.perf_counter() - tic
-            final = {name: total / count for name, total in running.items()}
             final.update({"lr": lr_at(config, epoch), "epoch": float(epoch), "steps_per_s": count / max(elapsed, 1e-9)})
             ctx.report(step, final, state=state, final=last)
             running, count, tic = {}, 0, time.perf_counter()

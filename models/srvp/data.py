@@ -7,18 +7,23 @@ The Moving MNIST generator (stochastic and deterministic §5 variants, the fixed
 sources (MNIST IDX files or ``mnist.npz`` under ``data_dir``; else scikit-learn's 8x8 digits upscaled, a stand-in,
 NOT MNIST) live in :mod:`dynagen.models.moving_mnist`, shared with the PDE model. This module adds SRVP's §3
 train/validation fold and the real-data loaders. Nothing is ever downloaded.
+
+Training items are random clips drawn anew every epoch (§3): item ``i`` of epoch ``e`` comes from
+``RandomState((seed, e, i))`` (:class:`dynagen.models.training_data.EpochDataset`), the epoch being set by the
+training loop; test clips are fixed.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from dynagen.models.moving_mnist import VIRTUAL_LENGTH  # §3, also the on-the-fly Moving MNIST length
+from dynagen.models.training_data import EpochDataset
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -61,7 +66,7 @@ def _random_clip(rng: np.random.RandomState, videos: Sequence, length: int) -> t
     return video, rng.randint(len(video) - length + 1)
 
 
-class KTH(torch.utils.data.Dataset):
+class KTH(EpochDataset):
     """Preprocessed KTH (grey 64x64). Expected layout under ``data_dir``::
 
         processed_64/{boxing,handclapping,handwaving,jogging,running,walking}/personPP_ACTION_dN/*.png
@@ -92,11 +97,11 @@ class KTH(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> np.ndarray:
         if not self.train:
             return self.sequences[index][: self.seq_len]
-        video, start = _random_clip(np.random.RandomState([self.seed % 2**32, index]), self.videos, self.seq_len)
+        video, start = _random_clip(self.rng(index), self.videos, self.seq_len)
         return np.stack([_read_png(p, grey=True) for p in video[start : start + self.seq_len]])
 
 
-class Human36M(torch.utils.data.Dataset):
+class Human36M(EpochDataset):
     """Preprocessed Human3.6M (RGB 64x64, one frame in ``subsampling`` kept). Expected layout::
 
         train/*.npz                               # one video per file, key ``image``: (L, 64, 64, 3) uint8
@@ -122,16 +127,16 @@ class Human36M(torch.utils.data.Dataset):
         window = (self.seq_len - 1) * self.subsampling + 1
         if not self.train:
             return self.videos[index][:window : self.subsampling]
-        video, start = _random_clip(np.random.RandomState([self.seed % 2**32, index]), self.videos, window)
+        video, start = _random_clip(self.rng(index), self.videos, window)
         return video[start : start + window : self.subsampling]
 
 
-class BAIR(torch.utils.data.Dataset):
+class BAIR(EpochDataset):
     """Preprocessed BAIR robot pushing (softmotion30_44k, image_aux1; RGB 64x64, 30 frames). Expected layout::
 
         processed_data/{train,test}/<tfrecord name>/<video index>/<frame>.png    # 30 PNGs per video
 
-    Training draws a random start in [0, 30 - seq_len]; testing starts at frame 0.
+    Training draws a random start in [0, 30 - seq_len], a new one every epoch; testing starts at frame 0.
     """
 
     def __init__(self, data_dir: str | Path, seq_len: int, train: bool = True, seed: int = 0):
@@ -148,7 +153,7 @@ class BAIR(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> np.ndarray:
         video = self.videos[index]
-        start = np.random.RandomState([self.seed % 2**32, index]).randint(len(video) - self.seq_len + 1) if self.train else 0
+        start = self.rng(index).randint(len(video) - self.seq_len + 1) if self.train else 0
         return np.stack([_read_png(p, grey=False) for p in video[start : start + self.seq_len]])
 
 
@@ -158,14 +163,3 @@ def collate(videos: Sequence[np.ndarray]) -> torch.Tensor:
     if batch.ndim == 4:
         batch = batch[..., None]
     return batch.permute(1, 0, 4, 2, 3).float().div_(255)
-
-
-def cycle(loader) -> Iterator[torch.Tensor]:
-    """Endless iteration over a loader, advancing a DistributedSampler's epoch when there is one."""
-    epoch = 0
-    while True:
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1

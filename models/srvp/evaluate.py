@@ -38,17 +38,10 @@ def test_videos(config, out_dir: Path, n_test: int | None) -> tuple[torch.utils.
     from the test digits (MNIST t10k files, or the scikit-learn stand-in) and saved to ``out_dir``.
     """
     if config.dataset in ("smmnist", "mmnist"):
-        name = moving_mnist.test_set_filename(config.deterministic, config.ndigits, config.nx)
-        given = Path(config.data_dir) / name if config.data_dir else None
-        if given is not None and given.exists():
-            sequences = np.load(given)["sequences"]
-            source = f"fixed test set {given}"
-        else:
-            digits, labels, source = moving_mnist.digits_for(config.data_dir, False, config.digit_size)
-            arrays = moving_mnist.make_test_set(digits, labels, config.nx, config.nt_gen, config.max_speed,
-                                                config.deterministic, config.ndigits)
-            moving_mnist.save_npz_atomically(out_dir / name, arrays)
-            sequences, source = arrays["sequences"], f"test set built from {source} (saved to {out_dir / name})"
+        arrays, _, source = moving_mnist.find_or_build_test_set(
+            config.data_dir, config.nt_gen, deterministic=config.deterministic, ndigits=config.ndigits, nx=config.nx,
+            max_speed=config.max_speed, digit_size=config.digit_size, save_dir=out_dir)
+        sequences = arrays["sequences"]
         if len(sequences) < config.nt_gen:
             raise ValueError(f"test set has {len(sequences)} frames, nt_gen is {config.nt_gen}")
         videos = sequences[: config.nt_gen].swapaxes(0, 1)

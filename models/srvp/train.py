@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 
-from dynagen.models import moving_mnist
+from dynagen.models import moving_mnist, training_data
 from dynagen.models.srvp import data as srvp_data
 from dynagen.models.srvp import visualize
 from dynagen.models.srvp.loss import make_optimizer, optimizer_step, srvp_loss
@@ -111,12 +111,9 @@ def train(config, ctx) -> dict[str, float]:
 
     dataset, description = make_dataset(config, "train", config.seq_len)
     local_batch = ctx.local_batch_size(config.batch_size)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=local_batch, shuffle=True, drop_last=True, collate_fn=srvp_data.collate,
-        num_workers=config.num_workers, generator=torch.Generator().manual_seed(config.seed + start),
-        pin_memory=on_gpu,  # page-locked batches: the host-to-GPU copies (non_blocking) overlap compute
-    )
-    batches = srvp_data.cycle(ctx.prepare_data_loader(loader))
+    loader = training_data.train_loader(dataset, ctx, local_batch, config.seed, drop_last=True,  # §3: drop_last
+                                        num_workers=config.num_workers, collate_fn=srvp_data.collate)
+    batches = training_data.epochs(loader, done=start - 1)  # fresh clips every epoch; a resume goes on where it was
     if ctx.is_main:
         say = log.warning if moving_mnist.STAND_IN in description else log.info  # the stand-in is always shown
         say("srvp: training on %s; %d parameters; local batch %d x %d workers", description,
@@ -131,7 +128,8 @@ def train(config, ctx) -> dict[str, float]:
     metrics: dict[str, float] = {}
     sums: dict[str, float] = {}
     for step in range(start, config.steps + 1):
-        x = next(batches).to(device, non_blocking=True)
+        _, x = next(batches)
+        x = x.to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
             out = model(x, n_euler_steps=config.n_euler_steps)
         terms = srvp_loss(x, out, config.obs_scale, config.beta_y, config.beta_z, config.l2_res)
