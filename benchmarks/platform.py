@@ -4,9 +4,12 @@
 2. Tune CPU efficiency: 16 trials of fixed duration (a numpy least-squares loop paced to a fixed
    number of steps x ``step_seconds``) on 2 cores through ``run_sweep``:
    sum of the trials' own run times / (sweep wall time x cores). Target >= 85 %.
-3. Ray Train, 1 worker: steady-state steps/s of an MLP regression loop (after warm-up, through
-   ``ctx.prepare_model`` / ``prepare_data_loader`` / ``ctx.report`` every 10 steps) against the
-   same loop in plain torch in this process. Target ratio >= 0.95.
+3. Ray Train, 1 worker: steady-state steps/s of an MLP regression loop (through ``ctx.prepare_model`` /
+   ``prepare_data_loader`` / ``ctx.report`` every 10 steps) against the same loop in plain torch in this
+   process. Target ratio >= 0.95. Both loops warm up for ``warmup_s`` seconds before ``steps`` steps are
+   timed: a Ray Train run's first seconds overlap Ray's own start-up (its controller and data-manager
+   actors import their modules on the same 2 cores), which is not steady state; timing 350 steps right
+   after the start gave ratios of 0.69–0.75 where the steady state is 0.98–0.99.
 
 Run from the repository root as a module: ``.venv/bin/python -m benchmarks.platform``. It starts its own local
 Ray with 2 CPUs. Timings on a shared machine are noisy; run it on an otherwise idle one.
@@ -34,8 +37,8 @@ CORES = 2
 
 
 class MLPConfig(ExperimentConfig):
-    steps: int = Field(400, ge=1)
-    warmup: int = Field(50, ge=0)
+    steps: int = Field(4000, ge=1)  # timed steps
+    warmup_s: float = Field(5.0, ge=0)
     log_every: int = 10
     batch_size: int = 256
     width: int = 256
@@ -54,23 +57,23 @@ def mlp_loop(config: MLPConfig, ctx=None) -> dict[str, float]:
         model = ctx.prepare_model(model)
         loader = ctx.prepare_data_loader(loader)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    batches, step, started = iter(loader), 0, None
-    while step < config.steps:
+    batches, step, timed_from, started = iter(loader), 0, None, time.perf_counter()
+    while timed_from is None or step < timed_from + config.steps:
         try:
             x, y = next(batches)
         except StopIteration:
             batches = iter(loader)
             continue
-        if step == config.warmup:
-            started = time.perf_counter()
+        if timed_from is None and time.perf_counter() - started >= config.warmup_s:
+            timed_from, started = step, time.perf_counter()
         loss = torch.nn.functional.mse_loss(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if ctx is not None and (step % config.log_every == 0 or step == config.steps - 1):
+        if ctx is not None and step % config.log_every == 0:
             ctx.report(step, {"loss": loss.item()})
         step += 1
-    return {"steps_per_s": (config.steps - config.warmup) / (time.perf_counter() - started), "loss": loss.item()}
+    return {"steps_per_s": config.steps / (time.perf_counter() - started), "loss": loss.item()}
 
 
 def train(config: MLPConfig, ctx) -> dict[str, float]:
@@ -112,14 +115,18 @@ def tune_efficiency(storage: str) -> tuple[float, float, float]:
     return trial_time / (wall * CORES), trial_time, wall
 
 
-def train_ratio(storage: str) -> tuple[float, float, float]:
+def train_ratio(storage: str, pairs: int = 3) -> tuple[list[float], float, float]:
+    """Ratios of ``pairs`` alternating (plain torch, Ray Train) measurements, and the median rates: on a shared
+    machine the plain loop alone varies by up to a third from run to run, so one pair proves little."""
     from benchmarks.platform import MLP, MLPConfig as Config  # by module name, so Ray workers import it
     from dynagen.platform.launch import run_training
 
-    config = Config()
-    baseline = statistics.median(mlp_loop(config)["steps_per_s"] for _ in range(3))
-    result = run_training(MLP, config, workers=1, storage=storage, name="bench-mlp", checkpoint_every=0)
-    return result.metrics["steps_per_s"] / baseline, result.metrics["steps_per_s"], baseline
+    config, plain, ray_rates = Config(), [], []
+    for k in range(pairs):
+        plain.append(mlp_loop(config)["steps_per_s"])
+        result = run_training(MLP, config, workers=1, storage=storage, name=f"bench-mlp-{k}", checkpoint_every=0)
+        ray_rates.append(result.metrics["steps_per_s"])
+    return [r / p for r, p in zip(ray_rates, plain)], statistics.median(ray_rates), statistics.median(plain)
 
 
 def main() -> None:
@@ -134,8 +141,10 @@ def main() -> None:
     try:
         efficiency, trial_time, wall = tune_efficiency(storage)
         rows.append((f"Tune CPU efficiency, 16 trials on {CORES} cores", f"{100 * efficiency:.1f} %  ({trial_time:.0f} s / ({wall:.0f} s x {CORES}))", ">= 85 %"))
-        ratio, ray_rate, plain_rate = train_ratio(storage)
-        rows.append(("Ray Train 1 worker / plain torch steps/s", f"{ratio:.3f}  ({ray_rate:.0f} vs {plain_rate:.0f} steps/s)", ">= 0.95"))
+        ratios, ray_rate, plain_rate = train_ratio(storage)
+        spread = ", ".join(f"{r:.2f}" for r in sorted(ratios))
+        rows.append(("Ray Train 1 worker / plain torch steps/s", f"{statistics.median(ratios):.3f}  (median of {spread}; "
+                     f"{ray_rate:.0f} vs {plain_rate:.0f} steps/s)", ">= 0.95"))
     finally:
         ray.shutdown()
         shutil.rmtree(storage, ignore_errors=True)

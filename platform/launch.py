@@ -55,6 +55,14 @@ def thread_env(cpus: int) -> dict[str, str]:
     }
 
 
+def train_worker_env(cpus: int) -> dict[str, str]:
+    """Environment of a Ray Train worker process: ``cpus`` threads, and normal CPU priority. Ray starts its
+    workers at niceness 15 (to favour its own daemons), so any ordinary process on the node (the driver, Ray's
+    actors importing at start-up, another job) preempts training and the GPU waits; the trainer's workers are
+    the node's main work."""
+    return {**thread_env(cpus), "RAY_worker_niceness": "0"}
+
+
 def limit_threads(cpus: int) -> None:
     os.environ.update(thread_env(cpus))
     import torch
@@ -374,7 +382,7 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
                 storage_path=join(settings.storage, parent) if parent else settings.storage,
                 failure_config=ray.train.FailureConfig(max_failures=settings.max_failures),
                 checkpoint_config=ray.train.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
-                worker_runtime_env={"env_vars": thread_env(settings.cpus_per_worker)},
+                worker_runtime_env={"env_vars": train_worker_env(settings.cpus_per_worker)},
                 callbacks=[TuneReportCallback()],
             ),
         )
@@ -494,7 +502,7 @@ def run_training(
             storage_path=canonical,
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=keep_checkpoints),
-            worker_runtime_env={"env_vars": thread_env(cpus_per_worker)},
+            worker_runtime_env={"env_vars": train_worker_env(cpus_per_worker)},
         ),
     )
     summary = ResultsWriter(canonical, name, experiment.name, name, config_dict, config.seed)

@@ -103,7 +103,8 @@ def train(config: ToyConfig, ctx) -> dict[str, float]:
                 final=last,
             )
     weight_error = (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()
-    return {"loss": loss.item(), "weight_error": weight_error, "torch_threads": float(torch.get_num_threads())}
+    return {"loss": loss.item(), "weight_error": weight_error, "torch_threads": float(torch.get_num_threads()),
+            "niceness": float(os.nice(0))}
 
 
 def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:

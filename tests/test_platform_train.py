@@ -46,6 +46,7 @@ def test_two_workers_fail_once_and_resume_from_latest_checkpoint(ray_cluster, tm
     assert steps.loc[39, "loss"] < 0.2 * steps.loc[0, "loss"]
     assert result.metrics["weight_error"] == pytest.approx(json.loads((result.run_dir / "metrics.json").read_text())["weight_error"])
     assert result.metrics["torch_threads"] == 1  # each worker runs on the threads of its 1 reserved CPU
+    assert result.metrics["niceness"] == 0  # not Ray's default 15 for workers
 
     state = load_state(result.checkpoint_path)
     assert state["_step"] == 39 and state["_config"]["fail_at_step"] == 27
