@@ -87,6 +87,18 @@ def test_resume_continues_after_the_checkpointed_step(trained, tmp_path):
         assert row["epoch"] == row["step"] // per_epoch
 
 
+def test_a_diverged_run_stops_without_checkpointing_it(trained, tmp_path):
+    config, ctx, _ = trained
+    state = load_state(ctx.checkpoint_dir)
+    name = next(k for k in state["model"] if k.endswith("weight"))
+    state["model"][name].fill_(float("nan"))
+    (tmp_path / "checkpoint").mkdir()
+    torch.save(state, tmp_path / "checkpoint" / "state.pt")
+    with pytest.raises(FloatingPointError, match="loss nan at step 120: training diverged"):
+        EXPERIMENT.train(config.model_copy(update={"steps": 122}), LocalContext(tmp_path, tensorboard=False))
+    assert load_state(tmp_path / "checkpoint")["_step"] == 119
+
+
 def test_odeint_temporal_model_trains_its_vector_field_through_the_adjoint(tmp_path):
     config = PDEConfig(**TINY, steps=6, temporal_model="odeint", ode_method="rk4", adjoint=True)
     ctx = LocalContext(tmp_path, tensorboard=False)

@@ -58,6 +58,19 @@ def test_resume_continues_after_the_checkpoint(trained, tmp_path):
     assert [row["step"] for row in ctx.history] == [70]
 
 
+def test_a_diverged_run_stops_without_checkpointing_it(trained, tmp_path):
+    config, run_dir, _, _ = trained
+    state = load_state(run_dir / "checkpoint")
+    name = next(k for k in state["model"] if k.endswith("weight"))
+    state["model"][name].fill_(float("nan"))
+    torch.save(state, tmp_path / "state.pt")
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "state.pt").rename(tmp_path / "checkpoint" / "state.pt")
+    with pytest.raises(FloatingPointError, match="non-finite weights at step 70"):
+        EXPERIMENT.train(config.model_copy(update={"steps": 70}), LocalContext(tmp_path, tensorboard=False))
+    assert load_state(tmp_path / "checkpoint")["_step"] == 60  # the diverged state was not saved
+
+
 def test_evaluate_reports_model_and_closed_form_baselines(trained, tmp_path):
     config, run_dir, _, _ = trained
     metrics = EXPERIMENT.evaluate(config, load_state(run_dir / "checkpoint"), tmp_path, samples=3, n_test=10)

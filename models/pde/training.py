@@ -7,6 +7,7 @@ back only at logging steps, so a GPU step does not wait for the host.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -107,6 +108,9 @@ def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
         last = step == total_steps - 1
         if step % config.log_every == 0 or last:
             final = {name: float(total) / count for name, total in running.items()}  # waits for the queued steps
+            if not math.isfinite(final["loss"]):  # stop before a checkpoint could keep diverged weights
+                raise FloatingPointError(f"pde: loss {final['loss']} at step {step}: training diverged; "
+                                         "resume from the last checkpoint with a lower lr")
             elapsed = time.perf_counter() - tic
             final.update({"lr": lr_at(config, epoch), "epoch": float(epoch), "steps_per_s": count / max(elapsed, 1e-9)})
             ctx.report(step, final, state=state, final=last)

@@ -144,6 +144,11 @@ def train(config, ctx) -> dict[str, float]:
             metrics = {f"train/{k}": float(v) / n for k, v in sums.items()}
             metrics["lr"] = optimizer.param_groups[0]["lr"]
             sums = {}
+            # Parameters, not the loss: under AMP a non-finite loss is an fp16 overflow whose step GradScaler skips;
+            # non-finite weights mean the run diverged, and it stops before a checkpoint could keep them.
+            if not torch.stack([p.isfinite().all() for p in core.parameters()]).all():
+                raise FloatingPointError(f"srvp: non-finite weights at step {step} (train/loss {metrics['train/loss']}): "
+                                         "training diverged; resume from the last checkpoint with a lower lr")
             if ctx.is_main and (step % config.val_interval == 0 or last):
                 metrics["val/psnr"], (truth, best) = validate(core, val_batches, config, device)
                 save_samples(ctx, step, truth, best, config.nt_cond)
