@@ -217,6 +217,6 @@ def test_epoch_presets_convert_to_steps_and_lr_schedule_is_per_epoch():
 
     wave = PDEConfig(**PRESETS["wave"])
     assert steps_for(wave, 30_240) == 250 * 237  # 250 epochs of ceil(30,240 / 128) iterations
-    assert steps_for(PDEConfig(**PRESETS["wave-cpu"]), 10_080) == 800  # explicit steps
+    assert steps_for(PDEConfig(**PRESETS["wave-cpu"]), 10_080) == 2400  # explicit steps
     mnist = PDEConfig(**PRESETS["mnist"])
     assert [lr_at(mnist, e) for e in (0, 299, 300, 450, 700)] == [4e-4, 4e-4, 2e-4, 1e-4, 4e-4 * 0.5**5]
