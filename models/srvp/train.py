@@ -87,6 +87,7 @@ def train(config, ctx) -> dict[str, float]:
     use_amp = bool(config.amp) and on_gpu
     if on_gpu:
         torch.backends.cudnn.benchmark = True  # §3: input shapes are fixed, so the fastest conv kernels are kept
+        torch.backends.cudnn.deterministic = ctx.world_size > 1  # §3: as the original, in distributed mode only
 
     model = SRVP.from_config(config)
     if ctx.world_size > 1 and on_gpu:
