@@ -151,11 +151,7 @@ class MovingMNISTWindows(Dataset):
     def __init__(self, digits: np.ndarray, n_sequences: int, nt_cond: int, nt_pred: int, seed: int, nx: int = MNIST_NX):
         self.generator = moving_mnist.MovingMNIST(digits, nx=nx, seq_len=nt_cond + nt_pred, deterministic=True,
                                                   seed=seed, ndigits=MNIST_DIGITS, length=n_sequences)
-        self.nt_cond, self.length, self.nx = nt_cond, nt_cond + nt_pred, nx
-
-    @property
-    def digits(self) -> np.ndarray:
-        return self.generator.digits
+        self.nt_cond = nt_cond
 
     def __len__(self) -> int:
         return len(self.generator)
@@ -168,8 +164,7 @@ class MovingMNISTWindows(Dataset):
         return self.generator.latents(index)
 
     def __getitem__(self, index: int):
-        digit_ids, paths = self.latents(index)
-        frames = render_frames([self.digits[i] for i in digit_ids], paths, self.nx)
+        frames = to_frames(self.generator[index])
         return frames[: self.nt_cond], frames[self.nt_cond :]
 
 
