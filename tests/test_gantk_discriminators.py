@@ -11,12 +11,11 @@ from scipy.special import expit, lambertw
 
 import jax
 import jax.numpy as jnp
-import neural_tangents as nt
-
 from dynagen.models.gantk import discriminators as D
 from dynagen.models.gantk.experiment import GanNtkConfig
 from dynagen.models.gantk.kernels import analytic_kernel
 from dynagen.models.gantk.metrics import mmd2
+from dynagen.models.gantk.nt import neural_tangents as nt
 
 
 pytestmark = pytest.mark.usefixtures("float64")

@@ -159,3 +159,22 @@ def test_agreement_analysis_matches_finite_and_infinite_runs():
     assert sinkhorn.loc[128, "spearman"] == pytest.approx(1.0)
     assert sinkhorn.loc[512, "median_ratio_finite_to_infinite"] == pytest.approx(1.1)
     assert sinkhorn.loc[128, "ntk_rel_error"] == pytest.approx(0.14)
+
+
+def test_a_run_imports_no_tensorflow():
+    """neural_tangents' TensorFlow part (nt.experimental) stays unloaded through a whole run."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, tempfile\n"
+        "from dynagen.models.gantk.experiment import EXPERIMENT, PRESETS, GanNtkConfig\n"
+        "from dynagen.platform.context import LocalContext\n"
+        "config = GanNtkConfig(**{**PRESETS['eight_gaussians-cpu'], 'n_particles': 8, 'n_targets': 8, 'steps': 2, 'log_every': 1})\n"
+        "EXPERIMENT.train(config, LocalContext(tempfile.mkdtemp()))\n"
+        "import neural_tangents as nt\n"
+        "print('tensorflow' in sys.modules, hasattr(nt.experimental, '__file__'))\n"
+    )
+    probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split()[-2:] == ["False", "False"]

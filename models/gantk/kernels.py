@@ -16,7 +16,7 @@ import math
 from typing import TYPE_CHECKING, Callable
 
 import jax.numpy as jnp
-from neural_tangents import stax
+from dynagen.models.gantk.nt import stax  # neural_tangents without its TensorFlow part
 
 if TYPE_CHECKING:
     from dynagen.models.gantk.experiment import GanNtkConfig
