@@ -169,6 +169,7 @@ class FiniteDiscriminator:
             self.opt_init, self.opt_update, self.get_params = optimizers.sgd(config.lr_d)
         else:
             self.opt_init, self.opt_update, self.get_params = optimizers.adam(config.lr_d, b1=0.9, b2=0.999)
+        self._empirical_kernel = None
 
     def init(self, key: jax.Array) -> tuple[tuple, tuple]:
         _, theta = self.init_fn(key, (-1, *self.input_shape))
@@ -197,7 +198,12 @@ class FiniteDiscriminator:
 
     def empirical_kernel(self, frozen: tuple, trainable: tuple, x1: jnp.ndarray, x2: jnp.ndarray) -> jnp.ndarray:
         """Θ̂(x1, x2): the empirical NTK of f w.r.t. its trainable parameters (spec §8.12)."""
-        import neural_tangents as nt
+        if self._empirical_kernel is None:  # one compilation per discriminator, instead of hundreds of eager ones
+            from dynagen.models.gantk.nt import neural_tangents as nt
 
-        ntk = nt.empirical_ntk_fn(lambda params, x: self.apply(frozen, params, x)[:, None], trace_axes=(-1,))
-        return jax.jit(ntk)(x1, x2, trainable)  # one compilation instead of hundreds of eager ones
+            def kernel(frozen, trainable, x1, x2):
+                ntk = nt.empirical_ntk_fn(lambda params, x: self.apply(frozen, params, x)[:, None], trace_axes=(-1,))
+                return ntk(x1, x2, trainable)
+
+            self._empirical_kernel = jax.jit(kernel)
+        return self._empirical_kernel(frozen, trainable, x1, x2)

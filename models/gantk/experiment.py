@@ -14,6 +14,7 @@ and is imported inside :func:`train` and :func:`evaluate`.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -158,9 +159,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def train(config: GanNtkConfig, ctx) -> dict[str, float]:
-    from dynagen.models.gantk.run import train_particles
+    started = time.perf_counter()
+    from dynagen.models.gantk.run import Timings, train_particles
 
-    return train_particles(config, ctx)
+    timings = Timings()
+    timings.seconds["imports"] = time.perf_counter() - started  # JAX and neural-tangents: once per process
+    return train_particles(config, ctx, timings)
 
 
 def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:

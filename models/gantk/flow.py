@@ -8,6 +8,10 @@ the *mean* generator loss, so each one takes a step η/N·∇ℓ.
 With several accelerators the particles are sharded across ``jax.devices()`` (the targets and the
 discriminator are replicated); the mean is over all N particles, so a trajectory does not depend on
 the device count (the original's pmap used the per-shard mean, i.e. a step η/N_shard).
+
+The targets are an argument of the compiled programs, not a constant baked into them, so all flows
+of one configuration (the seeds of a sweep) share their programs: compiled once per process, and
+the same XLA computation for JAX's persistent compilation cache across processes.
 """
 
 from __future__ import annotations
@@ -44,19 +48,85 @@ def particle_sharding() -> tuple[NamedSharding, NamedSharding] | None:
     return NamedSharding(mesh, PartitionSpec("particles")), NamedSharding(mesh, PartitionSpec())
 
 
-class ParticleFlow:
-    def __init__(self, config: "GanNtkConfig", targets: jnp.ndarray):
+class FlowPrograms:
+    """The jit-compiled generator steps and plot queries of one configuration (everything but the seed and
+    the target values, which are arguments), shared by every :class:`ParticleFlow` of that configuration."""
+
+    def __init__(self, config: "GanNtkConfig", target_shape: tuple[int, ...]):
         self.config = config
         self.kernel = analytic_kernel(config)
         self.generator_loss = GENERATOR_LOSSES[config.loss]
         self.sharding = particle_sharding()
-        self.y = jax.device_put(targets, self.sharding[1]) if self.sharding else jnp.asarray(targets)
         if config.infinite:
             self.discriminator = InfiniteDiscriminator(self.kernel, config.loss, config.t, config.vanilla_solver)
         else:
-            self.discriminator = FiniteDiscriminator(config, targets.shape[1:])
+            self.discriminator = FiniteDiscriminator(config, target_shape)
         self.advance = jax.jit(self._advance)  # n_steps is traced: one compilation for any chunk length
         self.loss_and_grad = jax.jit(self._loss_and_grad)
+        kernel = self.kernel  # MMD² (V-statistic) under the discriminator kernel, a logged metric (spec §5)
+        self.mmd2 = jax.jit(lambda x, y: kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean())
+
+    def discriminator_fn(self, state: FlowState, y: jnp.ndarray):
+        """q ↦ f(q): the discriminator as it stands for the particles of ``state`` (no training)."""
+        if self.config.infinite:
+            fitted = self.discriminator.fit(state.x, y)
+            return lambda q: self.discriminator(q, fitted)
+        trainable = self.discriminator.get_params(state.d_opt)
+        return lambda q: self.discriminator.apply(state.d_frozen, trainable, q)
+
+    def step(self, state: FlowState, y: jnp.ndarray) -> FlowState:
+        """One generator step."""
+        key, frozen, opt, count = state.key, state.d_frozen, state.d_opt, state.d_count
+        if not self.config.infinite:
+            disc = self.discriminator
+            if self.config.reset_d:  # fresh draw (f = 0 again if antisymmetric) and optimiser state
+                key, init_key = jax.random.split(key)
+                frozen, trainable = disc.init(init_key)
+                opt, count = disc.opt_init(trainable), jnp.zeros((), jnp.int32)
+            opt, count = disc.train(frozen, opt, count, jax.lax.stop_gradient(state.x), y)
+        state = state._replace(key=key, d_frozen=frozen, d_opt=opt, d_count=count)
+        f = self.discriminator_fn(state, y)
+        mean_loss, grad = jax.value_and_grad(lambda x: self.generator_loss(f(x)).mean())(state.x)
+        x = state.x - self.config.lr * grad
+        if self.sharding:
+            x = jax.lax.with_sharding_constraint(x, self.sharding[0])
+        return state._replace(x=x, gen_loss=mean_loss)
+
+    def _advance(self, state: FlowState, n_steps: int | jax.Array, y: jnp.ndarray) -> FlowState:
+        return jax.lax.fori_loop(0, n_steps, lambda _, s: self.step(s, y), state)
+
+    def _loss_and_grad(self, state: FlowState, query: jnp.ndarray, y: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """Per-point ℓ(q) and ∇ℓ(q) under the current discriminator (plots: heat map and −∇ℓ arrows)."""
+        f = self.discriminator_fn(state, y)
+        per_point = lambda q: self.generator_loss(f(q))  # noqa: E731
+        return per_point(query), jax.grad(lambda q: per_point(q).sum())(query)
+
+
+_PROGRAMS: dict[tuple, FlowPrograms] = {}  # this process's, by configuration: a reused trial process keeps them
+
+
+def flow_programs(config: "GanNtkConfig", target_shape: tuple[int, ...]) -> FlowPrograms:
+    # The seed only draws the particles, targets and initial parameters, all arguments of the programs.
+    key = (config.model_dump_json(exclude={"seed"}), tuple(target_shape))
+    if key not in _PROGRAMS:
+        _PROGRAMS[key] = FlowPrograms(config, tuple(target_shape))
+    return _PROGRAMS[key]
+
+
+class ParticleFlow:
+    """The flow of one run: its targets and the programs of its configuration."""
+
+    def __init__(self, config: "GanNtkConfig", targets: jnp.ndarray):
+        self.config = config
+        self.programs = flow_programs(config, targets.shape[1:])
+        self.kernel, self.discriminator, self.sharding = self.programs.kernel, self.programs.discriminator, self.programs.sharding
+        self.y = jax.device_put(targets, self.sharding[1]) if self.sharding else jnp.asarray(targets)
+
+    def advance(self, state: FlowState, n_steps: int) -> FlowState:
+        return self.programs.advance(state, n_steps, self.y)
+
+    def loss_and_grad(self, state: FlowState, query: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+        return self.programs.loss_and_grad(state, query, self.y)
 
     def init(self, x0: np.ndarray, key: jax.Array) -> FlowState:
         x = jnp.asarray(x0, dtype=self.y.dtype)
@@ -70,38 +140,3 @@ class ParticleFlow:
             frozen, trainable = self.discriminator.init(d_key)
             opt = self.discriminator.opt_init(trainable)
         return FlowState(x, key, frozen, opt, count, jnp.array(-1.0, x.dtype))
-
-    def discriminator_fn(self, state: FlowState):
-        """q ↦ f(q): the discriminator as it stands for the particles of ``state`` (no training)."""
-        if self.config.infinite:
-            fitted = self.discriminator.fit(state.x, self.y)
-            return lambda q: self.discriminator(q, fitted)
-        trainable = self.discriminator.get_params(state.d_opt)
-        return lambda q: self.discriminator.apply(state.d_frozen, trainable, q)
-
-    def step(self, state: FlowState) -> FlowState:
-        """One generator step."""
-        key, frozen, opt, count = state.key, state.d_frozen, state.d_opt, state.d_count
-        if not self.config.infinite:
-            disc = self.discriminator
-            if self.config.reset_d:  # fresh draw (f = 0 again if antisymmetric) and optimiser state
-                key, init_key = jax.random.split(key)
-                frozen, trainable = disc.init(init_key)
-                opt, count = disc.opt_init(trainable), jnp.zeros((), jnp.int32)
-            opt, count = disc.train(frozen, opt, count, jax.lax.stop_gradient(state.x), self.y)
-        state = state._replace(key=key, d_frozen=frozen, d_opt=opt, d_count=count)
-        f = self.discriminator_fn(state)
-        mean_loss, grad = jax.value_and_grad(lambda x: self.generator_loss(f(x)).mean())(state.x)
-        x = state.x - self.config.lr * grad
-        if self.sharding:
-            x = jax.lax.with_sharding_constraint(x, self.sharding[0])
-        return state._replace(x=x, gen_loss=mean_loss)
-
-    def _advance(self, state: FlowState, n_steps: int | jax.Array) -> FlowState:
-        return jax.lax.fori_loop(0, n_steps, lambda _, s: self.step(s), state)
-
-    def _loss_and_grad(self, state: FlowState, query: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """Per-point ℓ(q) and ∇ℓ(q) under the current discriminator (plots: heat map and −∇ℓ arrows)."""
-        f = self.discriminator_fn(state)
-        per_point = lambda q: self.generator_loss(f(q))  # noqa: E731
-        return per_point(query), jax.grad(lambda q: per_point(q).sum())(query)

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,12 +24,49 @@ import numpy as np
 
 from dynagen.models.gantk import metrics, plots
 from dynagen.models.gantk.experiment import GanNtkConfig
-from dynagen.models.gantk.flow import FlowState, ParticleFlow
-from dynagen.models.gantk.kernels import analytic_kernel
+from dynagen.models.gantk.flow import FlowState, ParticleFlow, flow_programs
 from dynagen.models.gantk.targets import make_problem
 from dynagen.platform.context import Diverged
 
 NTK_CHECK_POINTS = 32  # particles (and as many targets) on which the empirical NTK is compared at init
+
+# JAX's monitoring events for the work that is compilation, not computation: tracing to a jaxpr, lowering
+# it, compiling it with XLA (or fetching it from the persistent compilation cache).
+COMPILE_EVENTS = frozenset({
+    "/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+    "/jax/core/compile/backend_compile_duration",
+})
+_compile_seconds = [0.0]  # in this process, since this module was imported (one listener per process)
+
+
+def _count_compilation(event: str, duration: float, **_: Any) -> None:
+    if event in COMPILE_EVENTS:
+        _compile_seconds[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+
+
+class Timings:
+    """Where a run's seconds go, for its summary row (``time/<phase>``): each phase is timed with
+    ``with timings("steps"):``, and the compilation inside it is counted as ``compile`` instead."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start, compiled = time.perf_counter(), _compile_seconds[0]
+        try:
+            yield
+        finally:
+            elapsed = time.perf_counter() - start
+            compile_s = min(_compile_seconds[0] - compiled, elapsed)  # nested traces may report overlapping spans
+            self.seconds["compile"] += compile_s
+            self.seconds[phase] += elapsed - compile_s
+
+    def row(self) -> dict[str, float]:
+        return {f"time/{phase}": seconds for phase, seconds in self.seconds.items()}
 
 
 def _dtype(config: GanNtkConfig):
@@ -98,9 +138,8 @@ class Evaluator:
     """Metrics of spec §5 on the particles vs the targets."""
 
     def __init__(self, config: GanNtkConfig, targets: np.ndarray, dtype):
-        kernel = analytic_kernel(config)
         self.config, self.targets = config, targets
-        self._mmd2 = jax.jit(lambda x, y: kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean())
+        self._mmd2 = flow_programs(config, targets.shape[1:]).mmd2
         self._y = jnp.asarray(targets, dtype)
 
     def __call__(self, particles) -> dict[str, float]:
@@ -112,51 +151,67 @@ class Evaluator:
         }
 
 
-def train_particles(config: GanNtkConfig, ctx) -> dict[str, float]:
-    dtype = _dtype(config)
-    source, targets = make_problem(config)
-    source, targets = source.astype(dtype), targets.astype(dtype)
-    flow = ParticleFlow(config, jnp.asarray(targets))
-    state = flow.init(source, jax.random.PRNGKey(config.seed))
-    evaluate = Evaluator(config, targets, dtype)
+def train_particles(config: GanNtkConfig, ctx, timings: Timings | None = None) -> dict[str, float]:
+    """The run of spec §1.3 / §5; its result carries ``time/<phase>`` seconds (``timings``, if given, holds
+    the phases timed before this call, e.g. imports)."""
+    timings = timings or Timings()
+    with timings("setup"):
+        dtype = _dtype(config)
+        source, targets = make_problem(config)
+        source, targets = source.astype(dtype), targets.astype(dtype)
+        flow = ParticleFlow(config, jnp.asarray(targets))
+        state = flow.init(source, jax.random.PRNGKey(config.seed))
+        evaluate = Evaluator(config, targets, dtype)
     extra: dict[str, float] = {}
     if not config.infinite:  # the discriminator at init, before any restore or reset
-        extra["ntk_rel_error"] = ntk_relative_error(flow, state, targets)
+        with timings("metrics"):
+            extra["ntk_rel_error"] = ntk_relative_error(flow, state, targets)
 
     start = 0
-    restored = ctx.restore()
+    with timings("io"):
+        restored = ctx.restore()
     if restored is not None:
         saved, last_step = restored  # after a final report the state is x_steps: resume there, not at steps + 1
         state, start = restore(state, saved, flow), int(saved.get("next_update", last_step + 1))
 
+    def advance(state: FlowState, n_steps: int) -> FlowState:
+        with timings("steps"):  # waits for the result: asynchronous dispatch would hide the steps in the next phase
+            return jax.block_until_ready(flow.advance(state, n_steps))
+
     def log(step: int, final: bool = False) -> dict[str, float]:
         if not np.isfinite(np.asarray(state.x)).all():  # before any metric sees them (geomloss fails on them)
             raise Diverged(f"particles non-finite at step {step}", step)
-        row = {**evaluate(state.x), "gen_loss": float(state.gen_loss), **extra}
+        with timings("metrics"):
+            row = {**evaluate(state.x), "gen_loss": float(state.gen_loss), **extra}
         if ctx.is_main:
             plot_due = final or step == 0 or (config.plot_every and step % config.plot_every == 0)
             if plot_due:
                 title = f"{config.arch} loss={config.loss} width={config.width or '∞'} step {step}"
-                image = figure(flow, state, targets, ctx.run_dir / "plots" / f"flow_{step:08d}.png", title)
+                with timings("plots"):
+                    image = figure(flow, state, targets, ctx.run_dir / "plots" / f"flow_{step:08d}.png", title)
                 if image is not None:
-                    ctx.log_images(step, "flow", image)
+                    with timings("io"):
+                        ctx.log_images(step, "flow", image)
             if final or (config.save_every and step % config.save_every == 0):
-                save_npz_atomically(ctx.run_dir / "particles" / f"x_{step:08d}.npz", x=np.asarray(state.x))
+                with timings("io"):
+                    save_npz_atomically(ctx.run_dir / "particles" / f"x_{step:08d}.npz", x=np.asarray(state.x))
         return row
 
     step = start
     while step < config.steps:
         row = log(step) if step % config.log_every == 0 else None
-        state = flow.advance(state, 1)
+        state = advance(state, 1)
         if row is not None:
-            ctx.report(step, row, state=lambda: checkpoint(state, step + 1, source, targets))
+            with timings("io"):
+                ctx.report(step, row, state=lambda: checkpoint(state, step + 1, source, targets))
         next_log = min((step // config.log_every + 1) * config.log_every, config.steps)
         if next_log - step - 1 > 0:
-            state = flow.advance(state, next_log - step - 1)
+            state = advance(state, next_log - step - 1)
         step = next_log
     final = log(config.steps, final=True)
-    ctx.report(config.steps, final, state=lambda: checkpoint(state, config.steps, source, targets), final=True)
-    return final
+    with timings("io"):
+        ctx.report(config.steps, final, state=lambda: checkpoint(state, config.steps, source, targets), final=True)
+    return {**final, **timings.row()}
 
 
 def evaluate_particles(config: GanNtkConfig, state: Mapping[str, Any], out_dir, samples: int | None = None) -> dict[str, float]:
