@@ -35,6 +35,10 @@ TrainFn = Callable[[Any, "RunContext"], Mapping[str, float]]
 EvaluateFn = Callable[..., Mapping[str, float]]
 """``evaluate(config, state, out_dir, **options) -> metrics``; ``state`` is a checkpoint's dict."""
 
+ImportFn = Callable[..., "tuple[ExperimentConfig, Mapping[str, Any]]"]
+"""``importer(source_dir, weights=None) -> (config, checkpoint state)`` for ``dynagen import``: a model trained
+elsewhere (e.g. the authors' released weights) as the config and checkpoint dict a training run would write."""
+
 
 @dataclass(frozen=True)
 class Experiment:
@@ -48,6 +52,8 @@ class Experiment:
     # Extra comparisons ``dynagen results SWEEP --analysis NAME`` can print: each takes the
     # sweep's results table (pyarrow.Table, step and summary rows) and returns a table to print.
     analyses: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # Sources ``dynagen import EXPERIMENT DIR --format NAME`` reads (the first is the default).
+    importers: Mapping[str, ImportFn] = field(default_factory=dict)
 
 
 _registered: dict[str, Experiment] = {}
