@@ -179,11 +179,29 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
     out_dir = Path(args.out) if args.out else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
-    from dynagen.platform.results import write_bytes_atomically
+    from dynagen.platform.registry import MANIFEST_KEY
+    from dynagen.platform.results import file_sha256, write_bytes_atomically
 
-    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2).encode())
+    result = dict(experiment.evaluate(config, state, out_dir, **options))
+    manifest = dict(result.pop(MANIFEST_KEY, None) or {})
+    metrics = {key: float(value) for key, value in result.items()}
+    manifest["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint), "step": state.get("_step"),
+                              "imported_from": state.get("imported_from")}
+    document = {**metrics, MANIFEST_KEY: manifest}
+    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(document, indent=2, default=str).encode())
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
+    if experiment.published is not None:
+        print_comparison(experiment.published(config, metrics, manifest), f"measured | published ({experiment.name} paper)")
+
+
+def print_comparison(rows, title: str) -> None:
+    """The paper's figures beside measured ones: ``metric | measured | published | comparable? | why``."""
+    from dynagen.platform.configs import format_table
+
+    cell = lambda v: "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)  # noqa: E731
+    print(f"\n{title}")
+    print(format_table([{"metric": r["metric"], "measured": cell(r["measured"]), "published": cell(r["published"]),
+                         "comparable?": "yes" if r["comparable"] else "no", "why": r["why"]} for r in rows]))
 
 
 # --------------------------------------------------------------------------------------------

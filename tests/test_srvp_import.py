@@ -122,6 +122,12 @@ def test_imported_run_evaluates_and_records_its_source(tmp_path, one_torch_threa
     assert 0 < metrics["ssim/model"] <= 1 and metrics["n_test"] == 4
     state = load_state(storage / "r" / "checkpoint")
     assert state["imported_from"]["weights"] == "model_best.pt" and len(state["imported_from"]["weights_sha256"]) == 64
+    manifest = metrics["manifest"]  # what was scored and how
+    assert manifest["frames"] == {"conditioning": 3, "predicted": 3, "nt_gen": 6} and manifest["samples"]["n"] == 2
+    assert manifest["test_set"]["stand_in"] and manifest["test_set"]["clips"] == 4 and len(manifest["test_set"]["sha256"]) == 64
+    assert manifest["euler_steps"] == {"train": 1, "test": 1} and manifest["metrics"]["ssim"]["window"] == 11
+    assert manifest["metrics"]["lpips"] is None and manifest["checkpoint"]["imported_from"]["weights"] == "model_best.pt"
+    assert manifest["checkpoint"]["path"].endswith("checkpoint/state.pt") and manifest["checkpoint"]["step"] == 1_100_000
 
 
 def _refused(capsys, tmp_path, *extra) -> str:

@@ -13,12 +13,12 @@ without a default, a missing, unexpected or mis-shaped tensor end in one ``Usage
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from dynagen.models.manifest import file_sha256
 from dynagen.platform.configs import UsageError, validate
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.pt"
@@ -163,14 +163,6 @@ def map_state_dict(weights: Mapping[str, Any], expected: Mapping[str, Any]) -> d
     return {name: mapped[name] for name in expected}  # dynagen's order
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def import_released(source: Path, weights: str | None = None):
     """``(SRVPConfig, checkpoint state)`` of a released model directory, in the schema `dynagen train` writes.
 
@@ -196,7 +188,7 @@ def import_released(source: Path, weights: str | None = None):
     state_dict = map_state_dict(load_weights(path), model.state_dict())
     model.load_state_dict(state_dict)
     optimizer, scheduler = make_optimizer(model.parameters(), config.lr, config.lr_scheduling_n_iter)
-    provenance = {"source": str(source.resolve()), "weights": path.name, "weights_sha256": _sha256(path),
+    provenance = {"source": str(source.resolve()), "weights": path.name, "weights_sha256": file_sha256(path),
                   "config_json": json.loads((source / CONFIG_FILE).read_text())}
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": {}, "config": config.model_dump(), "data": f"imported from {source}", "_step": config.steps,
