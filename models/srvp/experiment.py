@@ -143,6 +143,12 @@ def import_released(source, weights: Optional[str] = None):
     return run(source, weights)
 
 
+def published(config: SRVPConfig, metrics, manifest):
+    from dynagen.models.srvp.published import compare
+
+    return compare(config, metrics, manifest)
+
+
 EXPERIMENT = Experiment(
     name="srvp",
     config=SRVPConfig,
@@ -152,4 +158,5 @@ EXPERIMENT = Experiment(
     backend="torch",
     description="Stochastic Latent Residual Video Prediction (Franceschi et al. 2020) on Moving MNIST, KTH, Human3.6M, BAIR",
     importers={"released": import_released},
+    published=published,
 )
