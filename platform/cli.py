@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from dynagen.platform.configs import UsageError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # the command ran, but a run diverged or trials failed
 
 
 def _experiment(name: str):
@@ -50,7 +51,7 @@ def _print_metrics(metrics: dict[str, float], title: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     from dynagen.platform.configs import build_config
 
     experiment = _experiment(args.experiment)
@@ -68,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         base = saved
     config = build_config(experiment, args.preset, args.config, args.set or [], base=base)
     if args.local:
-        metrics, run_dir = _train_locally(experiment, config, storage, args)
+        status, reason, metrics, run_dir = _train_locally(experiment, config, storage, args)
     else:
         from dynagen.platform.launch import run_training
 
@@ -77,15 +78,19 @@ def cmd_train(args: argparse.Namespace) -> None:
             resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
             max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
         )
-        metrics, run_dir = result.metrics, result.run_dir
+        status, reason, metrics, run_dir = result.status, result.reason, result.metrics, result.run_dir
         print(f"latest checkpoint: {result.checkpoint_path}")
+    if status == "diverged":
+        print(f"dynagen: {experiment.name} run diverged: {reason} (run dir {run_dir}; no final metrics)", file=sys.stderr)
+        return EXIT_FAILED
     _print_metrics(metrics, f"final metrics ({experiment.name}, run dir {run_dir})")
+    return 0
 
 
-def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[dict[str, float], Any]:
+def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[str, str | None, dict[str, float], Any]:
     """In-process run with :class:`LocalContext` (no Ray): same files, same results store."""
-    from dynagen.platform.context import LocalContext
-    from dynagen.platform.launch import METRICS_FILE, run_dir_for, write_run_config
+    from dynagen.platform.context import Diverged, LocalContext
+    from dynagen.platform.launch import DIVERGED_KEY, METRICS_FILE, REASON_KEY, final_status, run_dir_for, write_run_config
     from dynagen.platform.results import ResultsWriter, join, numeric_metrics, write_bytes_atomically
 
     name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
@@ -109,17 +114,20 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
     writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
     final: dict[str, Any] | None = None
     try:
-        final = dict(experiment.train(config, ctx))
+        final = {**numeric_metrics(experiment.train(config, ctx)), "step": ctx.history[-1]["step"] if ctx.history else -1}
+    except Diverged as error:
+        final = {"step": error.step, DIVERGED_KEY: 1.0, REASON_KEY: str(error)}
     finally:
         # The steps logged so far reach the results store whether training finished or raised.
         ctx.close()
         for row in ctx.history:
             writer.log_step(row["step"], row)
-        last_step = ctx.history[-1]["step"] if ctx.history else -1
-        writer.write_summary("error" if final is None else "completed", last_step, final or {})
-    metrics = numeric_metrics(final)
-    write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps({**metrics, "step": last_step}, indent=2).encode())
-    return metrics, run_dir
+        if final is None:
+            writer.write_summary("error", ctx.history[-1]["step"] if ctx.history else -1, {})
+    status, reason, metrics = final_status(final)
+    writer.write_summary(status, int(final["step"]), metrics, reason=reason)
+    write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps(final, indent=2).encode())
+    return status, reason, metrics, run_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -280,7 +288,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from dynagen.platform.sweep import load_sweep_spec, run_sweep
 
-    spec = load_sweep_spec(args.search_space)
+    spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     storage = _storage(args.storage)
     run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent)
 
@@ -355,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("search_space", help="a YAML file, or the name of a packaged search space")
     sweep.add_argument("--resume", action="store_true", help="restore an interrupted sweep; finished trials are not rerun")
     sweep.add_argument("--max-concurrent", type=at_least(1), metavar="N", help="override the spec's max_concurrent")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a fixed config value, or pin a searched axis to one value (repeatable)")
+    sweep.add_argument("--num-samples", type=at_least(1), metavar="N", help="override the spec's num_samples")
+    sweep.add_argument("--seeds", type=at_least(0), nargs="+", metavar="S", help="override the spec's seeds")
     sweep.add_argument("--storage", help=storage_help)
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -403,14 +415,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad flags: one line, exit code 2 (OneLineErrors)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except UsageError as error:
         print(f"dynagen: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("dynagen: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":
