@@ -1,4 +1,4 @@
-"""``dynagen``: train, sweep, results, report, evaluate, list.
+"""``dynagen``: train, sweep, results, report, evaluate, import, list.
 
 Imports are lazy (argparse and the registry only at module level) so ``dynagen --help`` answers
 in about a second; torch, jax, ray and pyarrow are imported by the command that needs them.
@@ -187,11 +187,75 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
     out_dir = Path(args.out) if args.out else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
-    from dynagen.platform.results import write_bytes_atomically
+    from dynagen.platform.registry import MANIFEST_KEY
+    from dynagen.platform.results import file_sha256, write_bytes_atomically
 
-    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2).encode())
+    result = dict(experiment.evaluate(config, state, out_dir, **options))
+    manifest = dict(result.pop(MANIFEST_KEY, None) or {})
+    metrics = {key: float(value) for key, value in result.items()}
+    manifest["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint), "step": state.get("_step"),
+                              "imported_from": state.get("imported_from")}
+    document = {**metrics, MANIFEST_KEY: manifest}
+    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(document, indent=2, default=str).encode())
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
+    if experiment.published is not None:
+        print_comparison(experiment.published(config, metrics, manifest), f"measured | published ({experiment.name} paper)")
+
+
+def print_comparison(rows, title: str) -> None:
+    """The paper's figures beside measured ones: ``metric | measured | published | comparable? | why``."""
+    from dynagen.platform.configs import format_table
+
+    cell = lambda v: "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)  # noqa: E731
+    print(f"\n{title}")
+    print(format_table([{"metric": r["metric"], "measured": cell(r["measured"]), "published": cell(r["published"]),
+                         "comparable?": "yes" if r["comparable"] else "no", "why": r["why"]} for r in rows]))
+
+
+# --------------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------------
+
+RUN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """A model trained elsewhere, read by the experiment's importer, as a run folder `dynagen train` would write:
+    ``config.yaml`` and ``checkpoint/state.pt``. Written in a hidden temp folder renamed at the end, so a
+    refused source leaves nothing behind."""
+    import re
+    import shutil
+    import tempfile
+
+    from dynagen.platform.context import save_state_atomically
+    from dynagen.platform.launch import run_dir_for, write_run_config
+
+    experiment = _experiment(args.experiment)
+    if not experiment.importers:
+        raise UsageError(f"experiment: {experiment.name} has no importer")
+    source_format = args.format or next(iter(experiment.importers))
+    if source_format not in experiment.importers:
+        raise UsageError(f"format: unknown {source_format!r}; allowed: {', '.join(experiment.importers)}")
+    storage = _storage(args.storage)
+    name = args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-import"
+    if not re.fullmatch(RUN_NAME, name):
+        raise UsageError(f"name: {name!r} is not a run name; allowed: letters, digits, '.', '_', '-' (not first)")
+    run_dir, remote_uri = run_dir_for(storage, name)
+    if remote_uri is not None:
+        raise UsageError("storage: import writes a local run folder; allowed: a local storage path")
+    if run_dir.exists():
+        raise UsageError(f"name: run {name!r} already exists in {run_dir.parent}; allowed: a new run name")
+    config, state = experiment.importers[source_format](Path(args.source), weights=args.weights)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{name}.import-"))
+    try:
+        write_run_config(str(run_dir.parent), staging.name, experiment, config.model_dump(mode="json"))
+        save_state_atomically(state, staging / "checkpoint")
+        staging.rename(run_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"imported {args.source} -> {run_dir}\nevaluate: dynagen evaluate {experiment.name} --checkpoint {run_dir}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -330,6 +394,15 @@ def build_parser() -> argparse.ArgumentParser:
     config_options(evaluate)
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/eval)")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    importing = commands.add_parser("import", help="a model trained elsewhere (e.g. released weights) as a run folder")
+    importing.add_argument("experiment")
+    importing.add_argument("source", metavar="DIR", help="the folder to import (layout: the experiment's importer docs)")
+    importing.add_argument("--weights", metavar="FILE", help="weights file name inside DIR (default: the importer's)")
+    importing.add_argument("--format", metavar="NAME", help="which of the experiment's importers (default: its first)")
+    importing.add_argument("--name", help="run name (default: <experiment>-<time>-import)")
+    importing.add_argument("--storage", help=storage_help)
+    importing.set_defaults(handler=cmd_import)
 
     listing = commands.add_parser("list", help="experiments, presets and config fields")
     listing.add_argument("experiment", nargs="?")

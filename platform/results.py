@@ -27,6 +27,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 if TYPE_CHECKING:
@@ -290,3 +291,14 @@ def list_sweeps(storage: str | None = None) -> list[str]:
             if filesystem.get_file_info(join(info.path, "results")).type == pafs.FileType.Directory:
                 found.append(name)
     return sorted(found)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a local file (checkpoints and network files in evaluation manifests)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

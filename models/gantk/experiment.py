@@ -167,11 +167,37 @@ def train(config: GanNtkConfig, ctx) -> dict[str, float]:
     return train_particles(config, ctx, timings)
 
 
-def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
+def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, Any]:
     """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature."""
-    from dynagen.models.gantk.run import evaluate_particles
+    import numpy as np
 
-    return evaluate_particles(config, state, out_dir, samples=samples)
+    from dynagen.models.gantk.run import evaluate_particles
+    from dynagen.models.manifest import arrays_sha256, library_versions
+
+    results: dict[str, Any] = dict(evaluate_particles(config, state, out_dir, samples=samples))
+    results["manifest"] = {
+        "test_set": {"target": config.target, "n_targets": config.n_targets, "seed": config.seed,
+                     "sha256": arrays_sha256([np.asarray(state["targets"])]),
+                     "fresh_targets": None if not samples else {"seed": config.seed + 1, "n": int(samples)}},
+        "samples": {"n": config.n_particles, "best_of_n": "none: every particle"},
+        "metrics": {"sinkhorn": f"geomloss SamplesLoss('sinkhorn', p=2, blur={config.sinkhorn_blur}, scaling=0.95), float32",
+                    "energy": "geomloss SamplesLoss('energy'): E|x-y| - E|x-x'|/2 - E|y-y'|/2 (V-statistics)",
+                    "mmd2": f"analytic {config.kernel} kernel of the discriminator, V-statistics"},
+        "versions": library_versions("jax", "neural-tangents", "geomloss", "torch"),
+    }
+    return results
+
+
+def published(config: GanNtkConfig, metrics, manifest):
+    from dynagen.models.gantk.published import compare
+
+    return compare(config, metrics, manifest)
+
+
+def _paper(table):
+    from dynagen.models.gantk.published import paper
+
+    return paper(table)
 
 
 def _agreement(table):
@@ -188,5 +214,6 @@ EXPERIMENT = Experiment(
     presets=PRESETS,
     backend="jax",
     description="GAN(TK)²: particle flows driven by finite and infinite-width (NTK) discriminators",
-    analyses={"agreement": _agreement},
+    analyses={"agreement": _agreement, "paper": _paper},
+    published=published,
 )
