@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jax.example_libraries import optimizers
 from jax.experimental.ode import odeint
 
-from dynagen.models.gantk.kernels import discriminator_stax
+from dynagen.models.gantk.kernels import discriminator_stax, kernel_matrix, kernel_matvec
 
 if TYPE_CHECKING:
     from dynagen.models.gantk.experiment import GanNtkConfig
@@ -120,8 +120,9 @@ def vanilla_ode_coefficients(k_zz: jnp.ndarray, y: jnp.ndarray, t: float) -> jnp
 class InfiniteDiscriminator:
     """f_t of spec §1.2, recomputed from scratch at every generator step (no state)."""
 
-    def __init__(self, kernel: Callable, loss: str, t: float, vanilla_solver: str = "lambert_w"):
-        self.kernel, self.loss, self.t, self.vanilla_solver = kernel, loss, t, vanilla_solver
+    def __init__(self, kernel: Callable, loss: str, t: float, vanilla_solver: str = "lambert_w", block: int = 0):
+        """``block``: kernel products past this many points go in blocks (:func:`kernel_matvec`); 0 = never."""
+        self.kernel, self.loss, self.t, self.vanilla_solver, self.block = kernel, loss, t, vanilla_solver, block
 
     def fit(self, x_fake: jnp.ndarray, y_real: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(Z, c) with c computed without gradient."""
@@ -130,7 +131,7 @@ class InfiniteDiscriminator:
         n_fake, n_real = x_fake.shape[0], y_real.shape[0]
         if self.loss == "ipm":
             return z, ipm_coefficients(n_fake, n_real, self.t, z.dtype)
-        k_zz, y_z = self.kernel(z, z), labels(n_fake, n_real, z.dtype)
+        k_zz, y_z = kernel_matrix(self.kernel, z, z, self.block), labels(n_fake, n_real, z.dtype)
         if self.loss == "lsgan":
             return z, lsgan_coefficients(k_zz, y_z, self.t)
         if self.loss == "vanilla" and self.vanilla_solver == "lambert_w":
@@ -141,7 +142,7 @@ class InfiniteDiscriminator:
 
     def __call__(self, query: jnp.ndarray, fitted: tuple[jnp.ndarray, jnp.ndarray]) -> jnp.ndarray:
         z, c = fitted
-        return self.kernel(query, z) @ c
+        return kernel_matvec(self.kernel, query, z, c, self.block)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -97,6 +97,10 @@ class GanNtkConfig(ExperimentConfig):
     save_every: int = Field(5000, ge=0, description="particle snapshot .npz every this many steps (0: last only)")
     sinkhorn_blur: float = Field(1e-3, gt=0)
     precision: Literal["float32", "float64"] = "float32"
+    kernel_block: int = Field(
+        4096, ge=0, description="kernel matrices with more points than this are computed in blocks of this many "
+        "(memory ∝ block², not N·(N+M); sums in another order); 0 = never",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -24,7 +24,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from dynagen.models.gantk.discriminators import GENERATOR_LOSSES, FiniteDiscriminator, InfiniteDiscriminator
-from dynagen.models.gantk.kernels import analytic_kernel
+from dynagen.models.gantk.kernels import analytic_kernel, kernel_mean
 
 if TYPE_CHECKING:
     from dynagen.models.gantk.experiment import GanNtkConfig
@@ -58,13 +58,14 @@ class FlowPrograms:
         self.generator_loss = GENERATOR_LOSSES[config.loss]
         self.sharding = particle_sharding()
         if config.infinite:
-            self.discriminator = InfiniteDiscriminator(self.kernel, config.loss, config.t, config.vanilla_solver)
+            self.discriminator = InfiniteDiscriminator(self.kernel, config.loss, config.t, config.vanilla_solver, config.kernel_block)
         else:
             self.discriminator = FiniteDiscriminator(config, target_shape)
         self.advance = jax.jit(self._advance)  # n_steps is traced: one compilation for any chunk length
         self.loss_and_grad = jax.jit(self._loss_and_grad)
-        kernel = self.kernel  # MMD² (V-statistic) under the discriminator kernel, a logged metric (spec §5)
-        self.mmd2 = jax.jit(lambda x, y: kernel(x, x).mean() + kernel(y, y).mean() - 2 * kernel(x, y).mean())
+        kernel, block = self.kernel, config.kernel_block  # MMD² (V-statistic) under the discriminator kernel (spec §5)
+        mean = lambda a, b: kernel_mean(kernel, a, b, block)  # noqa: E731
+        self.mmd2 = jax.jit(lambda x, y: mean(x, x) + mean(y, y) - 2 * mean(x, y))
 
     def discriminator_fn(self, state: FlowState, y: jnp.ndarray):
         """q ↦ f(q): the discriminator as it stands for the particles of ``state`` (no training)."""

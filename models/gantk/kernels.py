@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Callable
 
+import jax
 import jax.numpy as jnp
 from dynagen.models.gantk.nt import stax  # neural_tangents without its TensorFlow part
 
@@ -69,3 +70,55 @@ def analytic_kernel(config: "GanNtkConfig") -> Callable[[jnp.ndarray, jnp.ndarra
         return kernel_fn(x1, x2, get)
 
     return kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# Large clouds: kernel products in blocks (memory ∝ block², not N·(N+M))
+# ---------------------------------------------------------------------------------------------
+
+
+def _blocks(points: jnp.ndarray, block: int) -> jnp.ndarray:
+    """[n, ...] -> [ceil(n / block), block, ...], padded with copies of the last point (finite kernel values)."""
+    pad = -len(points) % block
+    padded = jnp.concatenate([points, jnp.repeat(points[-1:], pad, axis=0)]) if pad else points
+    return padded.reshape(-1, block, *points.shape[1:])
+
+
+def kernel_matvec(kernel: Callable, q: jnp.ndarray, z: jnp.ndarray, c: jnp.ndarray, block: int) -> jnp.ndarray:
+    """k(q, Z) · c. With more than ``block`` rows or columns, in blocks of ``block`` × ``block`` kernel
+    entries: rows of q mapped, columns of Z summed, each block recomputed in the backward pass
+    (jax.checkpoint) instead of stored, so neither pass holds the |q| × |Z| matrix. ``block`` = 0: one
+    matrix (the exact product of the unbatched path; blocks sum in another order)."""
+    if block == 0 or (len(q) <= block and len(z) <= block):
+        return kernel(q, z) @ c
+    z_blocks = _blocks(z, block)
+    c_blocks = jnp.pad(c, (0, -len(c) % block)).reshape(-1, block)  # padded columns weigh 0
+
+    @jax.checkpoint
+    def row_block(q_block):
+        @jax.checkpoint
+        def add_column_block(total, z_and_c):
+            return total + kernel(q_block, z_and_c[0]) @ z_and_c[1], None
+
+        return jax.lax.scan(add_column_block, jnp.zeros(block, c.dtype), (z_blocks, c_blocks))[0]
+
+    return jax.lax.map(row_block, _blocks(q, block)).reshape(-1)[: len(q)]
+
+
+def kernel_matrix(kernel: Callable, a: jnp.ndarray, b: jnp.ndarray, block: int) -> jnp.ndarray:
+    """k(a, b) as one [|a|, |b|] matrix computed ``block`` × ``block`` entries at a time (the working
+    memory of the kernel's layers stays ∝ block²); ``block`` = 0 or small inputs: in one go."""
+    if block == 0 or (len(a) <= block and len(b) <= block):
+        return kernel(a, b)
+    b_blocks = _blocks(b, block)
+    rows = jax.lax.map(lambda a_block: jax.lax.map(lambda b_block: kernel(a_block, b_block), b_blocks), _blocks(a, block))
+    # rows: [row blocks, column blocks, block, block] -> [rows, columns], padding cut off
+    matrix = rows.transpose(0, 2, 1, 3).reshape(rows.shape[0] * block, rows.shape[1] * block)
+    return matrix[: len(a), : len(b)]
+
+
+def kernel_mean(kernel: Callable, a: jnp.ndarray, b: jnp.ndarray, block: int) -> jnp.ndarray:
+    """mean over a × b of k (MMD² terms) without the |a| × |b| matrix past ``block`` points."""
+    if block == 0 or (len(a) <= block and len(b) <= block):
+        return kernel(a, b).mean()
+    return kernel_matvec(kernel, a, b, jnp.full(len(b), 1.0 / len(b), a.dtype), block).mean()
