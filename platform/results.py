@@ -19,12 +19,23 @@ readers unify by name: pandas ``pd.read_parquet(<dir>)``, DuckDB ``read_parquet(
 hive_partitioning=true, union_by_name=true)``, polars ``pl.concat([pl.read_parquet(f,
 hive_partitioning=True) for f in files], how="diagonal_relaxed")``. :func:`read_results` does
 the same with pyarrow and drops per-step rows repeated after a restart from a checkpoint.
+
+Compaction (:func:`compact_results`, run when a sweep or a single run ends) merges the files of
+finished trials (``completed``, ``stopped``, ``diverged``: never run again, even by ``--resume``;
+``error`` trials are rerun by a resume and stay as they are) into one ``part-<generation>-*.parquet``
+per experiment, then writes ``_manifest-<generation>.json`` (parts and the files they replace),
+then deletes the replaced files. :func:`read_results` follows the newest manifest: its parts, plus
+every file it does not list; a listing that a concurrent compaction overtook (a file gone) is read
+again, so readers never see a row twice nor miss one. Once a compaction has finished the directory
+holds each row once for the readers above (they skip ``_`` files). One compactor at a time: the
+sweep's driver.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from pathlib import Path
@@ -35,6 +46,8 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 STATUSES = ("running", "completed", "stopped", "diverged", "error")
+FINAL_STATUSES = ("completed", "stopped", "diverged")  # a trial that ended so is never run again, not even by --resume
+MANIFEST = re.compile(r"_manifest-(\d{9})\.json")
 FIXED_COLUMNS = ("sweep_id", "trial_id", "status", "reason", "kind", "seed", "step", "wall_time")
 CONFIG_PREFIX = "config."
 
@@ -229,46 +242,112 @@ class ResultsWriter:
 
 
 def read_summary(storage: str | None, sweep_id: str, experiment: str, trial_id: str) -> dict[str, Any] | None:
-    """The summary row a trial wrote, or None."""
+    """The summary row a trial wrote (in its own file, or in a compacted part), or None."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     filesystem, root = results_dir(storage, sweep_id)
     path = join(root, f"experiment={experiment}", f"{trial_id}-summary.parquet")
-    if filesystem.get_file_info(path).type.name == "NotFound":
+    if filesystem.get_file_info(path).type.name != "NotFound":
+        return pq.read_table(path, filesystem=filesystem).to_pylist()[0]
+    manifest = _latest_manifest(filesystem, root)
+    if manifest is None or trial_id not in manifest["trials"].get(experiment, ()):
         return None
-    return pq.read_table(path, filesystem=filesystem).to_pylist()[0]
+    table = _read_files(filesystem, [join(root, part) for part in manifest["parts"] if part.startswith(f"experiment={experiment}/")],
+                        filters=[("trial_id", "=", trial_id), ("kind", "=", "summary")])
+    return table.to_pylist()[0] if table is not None and table.num_rows else None
 
 
 def _parquet_files(filesystem: "pafs.FileSystem", root: str) -> Iterable[tuple[str, str]]:
-    """``(path, experiment)`` for every finished Parquet file under ``root`` (hidden temp files skipped)."""
+    """``(path relative to root, experiment)`` for every finished Parquet file under ``root`` (hidden temp
+    files skipped)."""
     import pyarrow.fs as pafs
 
     for info in filesystem.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True)):
         name = info.path.rsplit("/", 1)[-1]
         if info.type != pafs.FileType.File or name.startswith(".") or not name.endswith(".parquet"):
             continue
-        partition = info.path[len(root) :].strip("/").split("/")[0]
-        yield info.path, partition.split("=", 1)[1] if partition.startswith("experiment=") else ""
+        relative = info.path[len(root) :].strip("/")
+        partition = relative.split("/")[0]
+        yield relative, partition.split("=", 1)[1] if partition.startswith("experiment=") else ""
 
 
-def read_results(storage: str | None, sweep_id: str, kind: str | None = None, dedupe: bool = True) -> "pa.Table":
-    """The sweep's rows as one pyarrow table (schemas unified; an ``experiment`` column from the
-    partition). With ``dedupe``, per-step rows written twice (a restart from a checkpoint repeats
-    the steps after it) keep only the latest write."""
+def _manifests(filesystem: "pafs.FileSystem", root: str) -> list[tuple[int, str]]:
+    import pyarrow.fs as pafs
+
+    found = []
+    for info in filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        match = MANIFEST.fullmatch(info.path.rsplit("/", 1)[-1])
+        if match:
+            found.append((int(match.group(1)), info.path))
+    return sorted(found)
+
+
+def _latest_manifest(filesystem: "pafs.FileSystem", root: str, manifests: list[tuple[int, str]] | None = None) -> dict[str, Any] | None:
+    manifests = _manifests(filesystem, root) if manifests is None else manifests
+    if not manifests:
+        return None
+    with filesystem.open_input_stream(manifests[-1][1]) as handle:
+        return json.loads(handle.read().decode())
+
+
+def _read_files(filesystem: "pafs.FileSystem", paths: list[str], filters=None, experiments: list[str] | None = None) -> "pa.Table | None":
+    """The files' rows as one table (schemas unified by name; an ``experiment`` column if ``experiments``)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    filesystem, root = results_dir(storage, sweep_id)
     tables = []
-    for path, experiment in _parquet_files(filesystem, root):
-        table = pq.read_table(path, filesystem=filesystem)
-        tables.append(table.append_column("experiment", pa.array([experiment] * table.num_rows, pa.string())))
-    if not tables:
+    for index, path in enumerate(paths):
+        table = pq.read_table(path, filesystem=filesystem, filters=filters)
+        if experiments is not None:
+            table = table.append_column("experiment", pa.array([experiments[index]] * table.num_rows, pa.string()))
+        tables.append(table)
+    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+
+
+class _Overtaken(Exception):
+    """A compaction finished while the files were being listed: list again."""
+
+
+def _current_files(filesystem: "pafs.FileSystem", root: str) -> tuple[list[tuple[str, str]], dict[str, Any] | None]:
+    """The files a reader reads now: the newest manifest's parts and every file it does not replace. Raises
+    :class:`_Overtaken` if a newer manifest appeared during the listing (files it replaced may be gone)."""
+    manifests = _manifests(filesystem, root)
+    manifest = _latest_manifest(filesystem, root, manifests)
+    files = list(_parquet_files(filesystem, root))
+    if _manifests(filesystem, root)[-1:] != manifests[-1:]:  # a compactor writes its manifest before deleting
+        raise _Overtaken()
+    if manifest is not None:
+        replaced, parts = set(manifest["replaced"]), set(manifest["parts"])
+        # parts of no manifest yet (a compaction under way) repeat rows of files listed here
+        files = [(r, e) for r, e in files if r in parts or (r not in replaced and not _is_part(r))]
+    return files, manifest
+
+
+def _is_part(relative: str) -> bool:
+    return relative.rsplit("/", 1)[-1].startswith("part-")
+
+
+def read_results(storage: str | None, sweep_id: str, kind: str | None = None, dedupe: bool = True, attempts: int = 10) -> "pa.Table":
+    """The sweep's rows as one pyarrow table (schemas unified; an ``experiment`` column from the
+    partition). With ``dedupe``, per-step rows written twice (a restart from a checkpoint repeats
+    the steps after it) keep only the latest write. A listing overtaken by a concurrent compaction (a
+    newer manifest, a file gone) is made again, up to ``attempts`` times."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    filesystem, root = results_dir(storage, sweep_id)
+    for attempt in range(attempts):
+        try:
+            files, _ = _current_files(filesystem, root)
+            table = _read_files(filesystem, [join(root, r) for r, _ in files], experiments=[e for _, e in files],
+                                filters=[("kind", "=", kind)] if kind is not None else None)
+            break
+        except (_Overtaken, FileNotFoundError):
+            if attempt == attempts - 1:
+                raise
+    if table is None:
         raise FileNotFoundError(f"sweep: no results for {sweep_id!r} under {root}")
-    table = pa.concat_tables(tables, promote_options="permissive")
-    if kind is not None:
-        table = table.filter(pc.equal(table["kind"], kind))
     if dedupe and table.num_rows:
         frame = table.to_pandas()
         steps = frame[frame["kind"] == "step"].sort_values("wall_time").drop_duplicates(["trial_id", "step"], keep="last")
@@ -278,6 +357,61 @@ def read_results(storage: str | None, sweep_id: str, kind: str | None = None, de
         frame = pd.concat([steps, frame]).sort_values(["trial_id", "kind", "step"], kind="stable").reset_index(drop=True)
         table = pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False)
     return table
+
+
+def compact_results(storage: str | None, sweep_id: str) -> int:
+    """Merge the files of the sweep's finished trials not yet compacted into one new part per experiment, then
+    write the manifest, then delete the files it replaces (see the module docstring); idempotent: returns the
+    number of files replaced, 0 when there was nothing to do. Rows are kept as written (restart duplicates
+    included: readers drop them)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    filesystem, root = results_dir(storage, sweep_id)
+    files, manifest = _current_files(filesystem, root)  # one compactor at a time: nothing overtakes it
+    manifest = manifest or {"generation": 0, "parts": [], "replaced": [], "trials": {}}
+    _delete(filesystem, root, manifest["replaced"])  # left behind if the last compaction stopped after its manifest
+    generation = manifest["generation"] + 1
+    parts, replaced, trials = list(manifest["parts"]), [], {k: set(v) for k, v in manifest["trials"].items()}
+    by_experiment: dict[str, list[str]] = {}
+    for relative, experiment in files:
+        if relative not in manifest["parts"]:
+            by_experiment.setdefault(experiment, []).append(relative)
+    for experiment, relatives in sorted(by_experiment.items()):
+        table = _read_files(filesystem, [join(root, r) for r in relatives])
+        summaries = table.filter(pc.equal(table["kind"], "summary")).select(["trial_id", "status"]).to_pylist()
+        finished = {row["trial_id"] for row in summaries if row["status"] in FINAL_STATUSES} - trials.get(experiment, set())
+        if not finished:
+            continue
+        rows = table.filter(pc.is_in(table["trial_id"], value_set=pa.array(sorted(finished), pa.string())))
+        part = f"experiment={experiment}/part-{generation:09d}-{uuid.uuid4().hex[:8]}.parquet"
+        _write_atomically(filesystem, join(root, part), lambda path: pq.write_table(rows, path, filesystem=filesystem))
+        parts.append(part)
+        replaced += [r for r in relatives if _trial_of(r) in finished]
+        trials[experiment] = trials.get(experiment, set()) | finished
+    if not replaced:
+        return 0
+    old_manifests = _manifests(filesystem, root)
+    newest = {"generation": generation, "parts": parts, "replaced": sorted(replaced), "trials": {k: sorted(v) for k, v in trials.items()}}
+    write_bytes_atomically(storage, join(sweep_id, "results", f"_manifest-{generation:09d}.json"), json.dumps(newest).encode())
+    _delete(filesystem, root, replaced)
+    for _, path in old_manifests:  # the newest lists every part they listed
+        filesystem.delete_file(path)
+    return len(replaced)
+
+
+def _delete(filesystem: "pafs.FileSystem", root: str, relatives: Iterable[str]) -> None:
+    for relative in relatives:
+        try:
+            filesystem.delete_file(join(root, relative))
+        except FileNotFoundError:
+            pass
+
+
+def _trial_of(relative: str) -> str:
+    """The trial a file belongs to: files are named ``<trial>-steps-<first>-<last>.parquet`` / ``<trial>-summary.parquet``."""
+    return re.sub(r"-(steps-\d+-\d+|summary)\.parquet$", "", relative.rsplit("/", 1)[-1])
 
 
 def list_sweeps(storage: str | None = None) -> list[str]:

@@ -319,7 +319,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
 
     from dynagen.platform.launch import RunSettings, ensure_ray, tune_trial
     from dynagen.platform.registry import get
-    from dynagen.platform.results import join, resolve_storage
+    from dynagen.platform.results import compact_results, join, resolve_storage
 
     experiment = get(spec.experiment)
     filesystem, base, canonical = resolve_storage(storage)
@@ -368,4 +368,6 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
             ),
         )
     print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}, results in {join(canonical, spec.name, 'results')}", flush=True)
-    return tuner.fit()
+    grid = tuner.fit()
+    compact_results(canonical, spec.name)  # the finished trials' files -> a few parts (results.py)
+    return grid

@@ -113,3 +113,85 @@ def test_results_and_report_commands(tmp_path, capsys):
     assert "group-by: unknown config key 'nope'; allowed: activation, lr, model.width, seed" in capsys.readouterr().err
     assert cli.main(["results", "missing", "--storage", storage]) == 2
     assert "sweep: no results for 'missing'" in capsys.readouterr().err
+
+
+def _rows(table) -> list[tuple]:
+    frame = table.to_pandas()
+    return sorted(tuple(map(str, row)) for row in frame[sorted(frame.columns)].to_numpy())  # column order may differ
+
+
+def test_compaction_keeps_every_row_once_and_is_idempotent(tmp_path):
+    from dynagen.platform.results import compact_results, read_summary
+
+    storage = str(tmp_path)
+    _fake_sweep(storage)  # six finished trials (completed and stopped), 4 files each
+    errored = ResultsWriter(storage, "demo", "toy", "errored", {"seed": 0}, seed=0)
+    errored.log_step(0, {"loss": 3.0})
+    errored.write_summary("error", 0, {})
+    running = ResultsWriter(storage, "demo", "toy", "running", {"seed": 0}, seed=0)
+    running.log_step(0, {"loss": 4.0})
+    running.flush()
+    before, before_all = _rows(read_results(storage, "demo")), _rows(read_results(storage, "demo", dedupe=False))
+
+    assert compact_results(storage, "demo") == 6 * 4
+    folder = tmp_path / "demo" / "results" / "experiment=toy"
+    names = sorted(p.name for p in folder.iterdir())
+    assert len([n for n in names if n.startswith("part-")]) == 1
+    # an errored trial is rerun by --resume and a running one is not finished: their files stay
+    assert [n for n in names if not n.startswith("part-")] == ["errored-steps-000000000-000000000.parquet", "errored-summary.parquet",
+                                                               "running-steps-000000000-000000000.parquet"]
+    assert _rows(read_results(storage, "demo")) == before and _rows(read_results(storage, "demo", dedupe=False)) == before_all
+    assert read_summary(storage, "demo", "toy", "relu-1")["status"] == "completed"  # found in the part
+    assert compact_results(storage, "demo") == 0  # nothing new: nothing rewritten
+
+    import pandas as pd
+
+    assert len(pd.read_parquet(tmp_path / "demo" / "results")) == len(before_all)  # other readers see each row once
+
+    running.write_summary("completed", 0, {"loss": 4.0})  # finishes later (a resumed sweep): the next compaction takes it
+    assert compact_results(storage, "demo") == 2
+    assert len(read_results(storage, "demo", dedupe=False)) == len(before_all) + 1
+    assert len(list((tmp_path / "demo" / "results").glob("_manifest-*.json"))) == 1
+
+
+def test_readers_during_compactions_never_see_a_row_twice_nor_miss_one(tmp_path):
+    """A reader thread reads the whole dataset again and again while compactions run (trials are added between
+    them, under a lock that the reader holds while it reads: additions never overlap a read, compactions do)."""
+    import threading
+
+    from dynagen.platform.results import compact_results
+
+    storage, lock, done = str(tmp_path), threading.Lock(), threading.Event()
+    expected, reads, errors = [0], [], []
+
+    def add_trials(first: int, n: int) -> None:
+        with lock:
+            for index in range(first, first + n):
+                writer = ResultsWriter(storage, "live", "toy", f"t{index}", {"seed": 0}, seed=0, flush_rows=2)
+                for step in range(4):
+                    writer.log_step(step, {"loss": float(step)})
+                writer.write_summary("completed", 3, {"loss": 3.0})
+            expected[0] += 5 * n  # 4 step rows (2 files) and a summary row per trial
+
+    def read_repeatedly() -> None:
+        while not done.is_set():
+            with lock:
+                try:
+                    reads.append((len(read_results(storage, "live", dedupe=False)), expected[0]))
+                except Exception as error:  # noqa: BLE001 - asserted below
+                    errors.append(error)
+
+    add_trials(0, 8)
+    reader = threading.Thread(target=read_repeatedly)
+    reader.start()
+    try:
+        for round_ in range(5):
+            compact_results(storage, "live")
+            add_trials(8 + 3 * round_, 3)
+    finally:
+        done.set()
+        reader.join()
+    assert not errors, errors[0]
+    assert len(reads) >= 3  # the reader really ran alongside the compactions
+    assert all(count == present for count, present in reads)
+    assert len(read_results(storage, "live", dedupe=False)) == expected[0] == 23 * 5
