@@ -365,6 +365,9 @@ def train_worker(loop_config: dict[str, Any]) -> None:
 def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunSettings) -> None:
     """A Tune function trial: the experiment in-process (JAX, or torch on one worker), or a
     TorchTrainer of ``settings.workers`` ranks whose reports reach Tune through TuneReportCallback."""
+    entered = time.perf_counter()
+    global _trials_in_this_process
+    _trials_in_this_process += 1
     limit_threads(settings.cpus_per_worker)
     import ray.tune
 
@@ -401,13 +404,30 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
         trainer.fit()
         return
     ctx = TuneContext(backend=experiment.backend, experiment=experiment, config=config, settings=settings, trial_id=trial_id)
+    started = time.perf_counter()
     try:
         report = _final_report(experiment.train(config, ctx), ctx.last_step)
+        report.update(startup_times(entered, started))
     except Diverged as error:
         report = _diverged_report(error, settings.metric)
     finally:
         ctx.close()
     ray.tune.report(report)
+
+
+_trials_in_this_process = 0  # Tune reuses a trial's process for the next trial (reuse_actors)
+
+
+def startup_times(entered: float, started: float) -> dict[str, float]:
+    """A trial's start-up seconds for its summary row: ``time/process_start`` (the process's age when this
+    trial came in: Ray starting it, its imports; 0 for a trial in a reused process) and ``time/trial_setup``
+    (from then to ``train()``)."""
+    process_start = 0.0
+    if _trials_in_this_process == 1:
+        import psutil  # a Ray dependency
+
+        process_start = max(0.0, time.time() - psutil.Process().create_time() - (time.perf_counter() - entered))
+    return {"time/process_start": process_start, "time/trial_setup": started - entered}
 
 
 def _scaling_config(settings: RunSettings):

@@ -1,0 +1,107 @@
+"""Sweep throughput: where the time of ``make demo``'s GAN(TK)² sweep (search_spaces/activations_demo.yaml,
+16 trials) goes, and its efficiency = pure step time / (sweep wall time x concurrency).
+
+Side by side in one process, so that the load of a shared machine weighs on both:
+
+1. pure step time: every trial's jitted generator steps (the run's own chunks, 300 steps), compiled
+   first and then timed alone on one thread;
+2. the sweep through ``run_sweep`` on an embedded local Ray with 2 CPUs (Ray's start-up timed apart).
+
+JAX's persistent compilation cache is not used: measured here (jax 0.5.3, CPU), a program loaded from it
+ran the flow wrongly (particles that did not move: sinkhorn 7.5 instead of 0.05 at seed 0).
+
+Per sweep: wall seconds, efficiency, the trial processes used (trials with a ``time/process_start``:
+the others ran in a reused process) and the sum over trials of every ``time/<phase>`` column of the
+summary rows. Run from the repository root: ``.venv/bin/python -m benchmarks.sweep``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from dynagen.platform.launch import thread_env  # noqa: E402
+
+os.environ.update(thread_env(1))  # this process's JAX on one thread, before jax is imported
+CONCURRENCY = 2
+SWEEP = "activations_demo"
+
+
+def pure_step_seconds(spec) -> float:
+    """Sum over the sweep's trials of their generator steps alone (compiled beforehand, one thread)."""
+    import jax
+
+    from dynagen.models.gantk.experiment import GanNtkConfig
+    from dynagen.models.gantk.flow import ParticleFlow
+    from dynagen.models.gantk.targets import make_problem
+    from dynagen.platform.configs import deep_merge
+
+    total = 0.0
+    for point in spec.grid_points():
+        for seed in spec.seeds:
+            config = GanNtkConfig.model_validate(deep_merge(spec.fixed, {**point, "seed": seed}))
+            source, targets = make_problem(config)
+            flow = ParticleFlow(config, jax.numpy.asarray(targets))
+            state = flow.init(source, jax.random.PRNGKey(seed))
+            jax.block_until_ready(flow.advance(state, 1))  # compiles
+            chunks = []  # the run's chunks: one step after each log, then the rest up to the next log
+            for step in range(0, config.steps, config.log_every):
+                chunks += [1, min(config.log_every, config.steps - step) - 1]
+            start = time.perf_counter()
+            for n in chunks:
+                state = flow.advance(state, n) if n else state
+            jax.block_until_ready(state)
+            total += time.perf_counter() - start
+    return total
+
+
+def run_sweep_timed(spec, storage: str) -> tuple[float, "object"]:
+    from dynagen.platform.results import read_results
+    from dynagen.platform.sweep import run_sweep
+
+    start = time.perf_counter()
+    run_sweep(spec, storage=storage)
+    wall = time.perf_counter() - start
+    summary = read_results(storage, spec.name, kind="summary").to_pandas()
+    return wall, summary
+
+
+def main() -> None:
+    import ray
+
+    from dynagen.platform.sweep import load_sweep_spec
+
+    spec = load_sweep_spec(SWEEP)
+    steps = pure_step_seconds(spec)
+    start = time.perf_counter()
+    ray.init(num_cpus=CONCURRENCY, include_dashboard=False, log_to_driver=False)
+    ray_start = time.perf_counter() - start
+    with tempfile.TemporaryDirectory(prefix="dynagen-bench-") as storage:
+        rows = {"sweep": run_sweep_timed(spec, storage)}
+    ray.shutdown()
+
+    phases = sorted({c for _, s in rows.values() for c in s.columns if c.startswith("time/")})
+    print(f"{SWEEP}: {spec.num_trials()} trials, {CONCURRENCY} at once on {CONCURRENCY} CPUs; Ray start-up {ray_start:.1f} s")
+    print(f"pure step time (all trials, one thread, compiled beforehand): {steps:.1f} s")
+    print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'processes':>9} {'completed':>9}  " + " ".join(f"{p[5:]:>13}" for p in phases))
+    for label, (wall, summary) in rows.items():
+        processes = int((summary.get("time/process_start", 0) > 0).sum())
+        completed = int((summary["status"] == "completed").sum())
+        sums = " ".join(f"{summary[p].sum() if p in summary else float('nan'):>13.1f}" for p in phases)
+        print(f"{label:<6} {wall:>7.1f} {steps / (wall * CONCURRENCY):>10.2f} {processes:>9} {completed:>9}  {sums}")
+    print("(time/<phase>: seconds summed over the trials' summary rows)")
+    summary = rows["sweep"][1].sort_values("wall_time")
+    print(f"\nper trial, in finishing order: {'arch':<12} {'width':>5} {'seed':>4} {'new process':>11} {'compile s':>9} {'steps s':>8}")
+    for _, row in summary.iterrows():
+        print(f"{'':<30} {row['config.arch']:<12} {row['config.width']:>5} {row['seed']:>4} {'yes' if row['time/process_start'] > 0 else 'no':>11}"
+              f" {row['time/compile']:>9.1f} {row['time/steps']:>8.1f}")
+
+
+if __name__ == "__main__":
+    main()
