@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,7 +56,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     storage = _storage(args.storage)
     base = None
     if args.resume:
-        from dynagen.platform.launch import RunNotFound, read_run_config
+        from dynagen.platform.run import RunNotFound, read_run_config
 
         try:
             saved = read_run_config(storage, args.resume)
@@ -68,7 +67,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         base = saved
     config = build_config(experiment, args.preset, args.config, args.set or [], base=base)
     if args.local:
-        metrics, run_dir = _train_locally(experiment, config, storage, args)
+        from dynagen.platform.launch import train_locally
+
+        result = train_locally(experiment, config, storage=storage, name=args.name, resume=args.resume,
+                               checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker)
     else:
         from dynagen.platform.launch import run_training
 
@@ -77,49 +79,8 @@ def cmd_train(args: argparse.Namespace) -> None:
             resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
             max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
         )
-        metrics, run_dir = result.metrics, result.run_dir
         print(f"latest checkpoint: {result.checkpoint_path}")
-    _print_metrics(metrics, f"final metrics ({experiment.name}, run dir {run_dir})")
-
-
-def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[dict[str, float], Any]:
-    """In-process run with :class:`LocalContext` (no Ray): same files, same results store."""
-    from dynagen.platform.context import LocalContext
-    from dynagen.platform.launch import METRICS_FILE, run_dir_for, write_run_config
-    from dynagen.platform.results import ResultsWriter, join, numeric_metrics, write_bytes_atomically
-
-    name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
-    run_dir, remote_uri = run_dir_for(storage, name)
-    if remote_uri is not None:
-        raise UsageError("storage: --local runs need a local storage path")
-    if args.cpus_per_worker:
-        from dynagen.platform.launch import limit_threads
-
-        limit_threads(args.cpus_per_worker)  # before train() imports the model's heavy libraries
-    device = "cpu"
-    if args.gpu and experiment.backend == "torch":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--gpu: torch sees no CUDA device here; allowed: --gpu only where one is visible")
-        device = "cuda"
-    config_dict = config.model_dump(mode="json")
-    write_run_config(storage, name, experiment, config_dict)
-    ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every, device=device)
-    writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
-    final: dict[str, Any] | None = None
-    try:
-        final = dict(experiment.train(config, ctx))
-    finally:
-        # The steps logged so far reach the results store whether training finished or raised.
-        ctx.close()
-        for row in ctx.history:
-            writer.log_step(row["step"], row)
-        last_step = ctx.history[-1]["step"] if ctx.history else -1
-        writer.write_summary("error" if final is None else "completed", last_step, final or {})
-    metrics = numeric_metrics(final)
-    write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps({**metrics, "step": last_step}, indent=2).encode())
-    return metrics, run_dir
+    _print_metrics(result.metrics, f"final metrics ({experiment.name}, run dir {result.run_dir})")
 
 
 # --------------------------------------------------------------------------------------------
@@ -127,36 +88,22 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
 # --------------------------------------------------------------------------------------------
 
 
-def _find_checkpoint(path: Path) -> Path:
-    """A ``state.pt``, a checkpoint folder, or a run folder (its latest checkpoint)."""
-    from dynagen.platform.context import CHECKPOINT_FILE
+def _check_evaluate_options(evaluation, options: dict[str, Any]) -> None:
+    """Options are the fields of the experiment's typed ``EvaluateOptions``: unknown names and bad values
+    are one-line usage errors."""
+    from dynagen.platform.configs import validate
 
-    if path.is_file():
-        return path
-    if (path / CHECKPOINT_FILE).is_file():
-        return path / CHECKPOINT_FILE
-    candidates = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) + sorted(path.glob(f"checkpoint/{CHECKPOINT_FILE}"))
-    if not candidates:
-        raise UsageError(f"checkpoint: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
-    return candidates[-1]
-
-
-def _check_evaluate_options(evaluate, options: dict[str, Any]) -> None:
-    """Evaluate functions take ``(config, state, out_dir, **named options)``: reject names they lack."""
-    import inspect
-
-    parameters = list(inspect.signature(evaluate).parameters.values())[3:]
-    allowed = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    allowed = list(evaluation.options.model_fields)
     for key in options:
         if key not in allowed:
             raise UsageError(f"option: unknown {key!r}; allowed: {', '.join(allowed) or '(none)'}")
+    validate(evaluation.options, options)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import yaml
-
+    from dynagen.platform.checkpoints import CHECKPOINT_FILE, find_checkpoint, load_state, run_dir_of
     from dynagen.platform.configs import build_config, parse_assignment
-    from dynagen.platform.context import load_state
+    from dynagen.platform.results import write_bytes_atomically
 
     experiment = _experiment(args.experiment)
     if experiment.evaluate is None:
@@ -168,20 +115,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     path = Path(args.checkpoint)
     if not path.exists():
         raise UsageError(f"checkpoint: no such file or folder: {path}")
-    checkpoint = _find_checkpoint(path)
+    checkpoint = find_checkpoint(path)
+    if checkpoint is None:
+        raise UsageError(f"checkpoint: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
     state = load_state(checkpoint)
-    saved = state.get("_config")
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name.startswith("checkpoint") else checkpoint.parent
-    if saved is None and (run_dir / "config.yaml").is_file():
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    saved = dict(saved or {})
+    saved = dict(state.get("_config") or {})  # every launch path saves it (docs/platform.md, "Checkpoints")
     saved.pop("experiment", None)
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
-    out_dir = Path(args.out) if args.out else run_dir / "eval"
+    out_dir = Path(args.out) if args.out else run_dir_of(checkpoint) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
-    from dynagen.platform.results import write_bytes_atomically
-
     write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2).encode())
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
 

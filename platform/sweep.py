@@ -224,67 +224,20 @@ def _search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     return {}, searcher, spec.num_trials()
 
 
-def _summary_callback_class():
-    import ray.tune
-    from ray.tune.result import AUTO_RESULT_KEYS
-
-    from dynagen.platform.launch import COMPLETED_KEY, trial_params
-    from dynagen.platform.results import ResultsWriter, read_summary
-
-    class SummaryCallback(ray.tune.Callback):
-        """Writes each trial's summary row from the driver: ``completed`` when train() returned,
-        ``stopped`` when the scheduler ended it early, ``error`` when it failed."""
-
-        def __init__(self, experiment, settings):
-            self.experiment, self.settings = experiment, settings
-
-        def _write(self, trial, status: str) -> None:
-            result = trial.last_result or {}
-            if status == "completed" and not result.get(COMPLETED_KEY):
-                status = "stopped"
-            trial_id = self.settings.trial_id or trial.trial_id
-            previous = read_summary(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id)
-            if previous is not None and previous["status"] == "completed":
-                return  # finished before an interruption; its row stands
-            values = deep_merge(self.settings.fixed, trial_params(trial.config, self.settings.seeds))
-            config = self.experiment.config.model_validate(values)
-            writer = ResultsWriter(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id,
-                                   config.model_dump(mode="json"), config.seed)
-            metrics = {k: v for k, v in result.items() if k != COMPLETED_KEY and k not in AUTO_RESULT_KEYS}
-            writer.write_summary(status, int(result.get("step", -1)), metrics)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._write(trial, "completed")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._write(trial, "error")
-
-    return SummaryCallback
-
-
-def summary_callback(experiment, settings):
-    return _summary_callback_class()(experiment, settings)
-
-
-def trial_resources(settings, backend: str) -> dict[str, float]:
-    """Resources of one Tune trial. A Ray Train trial's driver holds no CPU (its workers reserve
-    ``cpu``/``gpu`` each through the TorchTrainer's ScalingConfig), only a little memory: Tune
-    needs a non-empty request."""
-    if backend == "torch" and settings.workers > 1:
-        return {"cpu": 0, "gpu": 0, "memory": 64 * 1024**2}
-    return {"cpu": settings.cpus_per_worker, "gpu": settings.gpus_per_worker}
-
-
 def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None):
     """Run (or with ``resume``, restore) the sweep; returns Tune's ResultGrid. Rows go to
     ``<storage>/<name>/results``; Tune's own state and trial checkpoints to ``<storage>/<name>``."""
     from ray import tune
 
-    from dynagen.platform.launch import RunSettings, ensure_ray, tune_trial
+    from dynagen.platform.backends import backend_of
+    from dynagen.platform.launch import tune_trial
     from dynagen.platform.registry import get
     from dynagen.platform.results import join, resolve_storage
+    from dynagen.platform.run import RunSettings, summary_callback
+    from dynagen.platform.runtime import ensure_ray
 
     experiment = get(spec.experiment)
+    backend = backend_of(experiment)
     filesystem, base, canonical = resolve_storage(storage)
     settings = RunSettings(
         storage=canonical, sweep_id=spec.name, trial_id="", run_name="", checkpoint_every=spec.checkpoint_every,
@@ -305,7 +258,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
     ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
                 "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")})
     trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
-                                    trial_resources(settings, experiment.backend))
+                                    backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
     if resume:
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
@@ -321,7 +274,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
             tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
                                         num_samples=num_samples, max_concurrent_trials=max_concurrent or spec.max_concurrent,
                                         # in-process trials reuse their worker process (imports paid once)
-                                        reuse_actors=not (experiment.backend == "torch" and spec.resources.workers > 1)),
+                                        reuse_actors=not backend.in_trainer(workers, single_run=False)),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=canonical,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),

@@ -145,32 +145,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def train(config: GanNtkConfig, ctx) -> dict[str, float]:
-    from dynagen.models.gantk.run import train_particles
-
-    return train_particles(config, ctx)
-
-
-def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
-    """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature."""
-    from dynagen.models.gantk.run import evaluate_particles
-
-    return evaluate_particles(config, state, out_dir, samples=samples)
-
-
-def _agreement(table):
-    from dynagen.models.gantk.analyses import agreement
-
-    return agreement(table)
-
-
 EXPERIMENT = Experiment(
     name="gan-ntk",
     config=GanNtkConfig,
-    train=train,
-    evaluate=evaluate,
+    train="dynagen.models.gantk.train:train",
+    evaluate="dynagen.models.gantk.evaluate:evaluate",
     presets=PRESETS,
     backend="jax",
     description="GAN(TK)²: particle flows driven by finite and infinite-width (NTK) discriminators",
-    analyses={"agreement": _agreement},
+    analyses={"agreement": "dynagen.models.gantk.analyses:agreement"},
 )

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dynagen.platform.registry import Experiment, ExperimentConfig
+from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig
 
 
 class PDEConfig(ExperimentConfig):
@@ -142,19 +142,12 @@ PRESETS = {
 }
 
 
-def train(config: PDEConfig, ctx) -> dict[str, float]:
-    from dynagen.models.pde.training import train_loop
+class PDEEvaluateOptions(EvaluateOptions):
+    """Options of ``dynagen evaluate pde`` (None = ``evaluate.py``'s default)."""
 
-    return train_loop(config, ctx)
-
-
-def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
-             horizon: int | None = None, device: str | None = None) -> dict[str, float]:
-    """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature.
-    None = ``evaluate_checkpoint``'s default."""
-    from dynagen.models.pde.evaluation import evaluate_checkpoint
-
-    return evaluate_checkpoint(config, state, out_dir, samples=samples, batch_size=batch_size, horizon=horizon, device=device)
+    batch_size: int | None = Field(None, ge=1, description="test windows per batch (256, the original's)")
+    horizon: int | None = Field(None, ge=1, description="forecast steps scored (default: the config's test_horizon)")
+    device: str | None = Field(None, description="cpu, cuda ... (default: the first GPU, else the CPU)")
 
 
 def steps_for(config: PDEConfig, train_windows: int) -> int:
@@ -164,8 +157,9 @@ def steps_for(config: PDEConfig, train_windows: int) -> int:
 EXPERIMENT = Experiment(
     name="pde",
     config=PDEConfig,
-    train=train,
-    evaluate=evaluate,
+    train="dynagen.models.pde.train:train",
+    evaluate="dynagen.models.pde.evaluate:evaluate",
+    evaluate_options=PDEEvaluateOptions,
     presets=PRESETS,
     backend="torch",
     description="PDE-driven spatiotemporal disentanglement (E_S → w, E_T → y, dy/dt = f(y), u = D(w, y))",

@@ -111,7 +111,7 @@ class Evaluator:
         }
 
 
-def train_particles(config: GanNtkConfig, ctx) -> dict[str, float]:
+def train(config: GanNtkConfig, ctx) -> dict[str, float]:
     dtype = _dtype(config)
     source, targets = make_problem(config)
     source, targets = source.astype(dtype), targets.astype(dtype)
@@ -154,23 +154,3 @@ def train_particles(config: GanNtkConfig, ctx) -> dict[str, float]:
     final = log(config.steps, final=True)
     ctx.report(config.steps, final, state=lambda: checkpoint(state, config.steps, source, targets), final=True)
     return final
-
-
-def evaluate_particles(config: GanNtkConfig, state: Mapping[str, Any], out_dir, samples: int | None = None) -> dict[str, float]:
-    """Final particles vs targets (and, as a baseline, the initial particles); with ``samples`` also
-    against a fresh target sample drawn with another seed (generated targets only)."""
-    dtype = _dtype(config)
-    particles = np.asarray(state["particles"], dtype)
-    source, targets = np.asarray(state["source"], dtype), np.asarray(state["targets"], dtype)
-    evaluate = Evaluator(config, targets, dtype)
-    result = {f"{name}/particles": value for name, value in evaluate(particles).items()}
-    result |= {f"{name}/source": value for name, value in evaluate(source).items()}
-    if samples and config.target in ("eight_gaussians", "ring", "image_density"):
-        fresh_config = config.model_copy(update={"seed": config.seed + 1, "n_targets": int(samples)})
-        fresh = make_problem(fresh_config)[1]
-        result["sinkhorn/fresh_targets"] = metrics.sinkhorn(particles, fresh, config.sinkhorn_blur)
-        result["energy/fresh_targets"] = metrics.energy(particles, fresh)
-    flow = ParticleFlow(config, jnp.asarray(targets))
-    flow_state = restore(flow.init(source, jax.random.PRNGKey(config.seed)), state, flow)
-    figure(flow, flow_state, targets, Path(out_dir) / "particles.png", f"{config.arch} loss={config.loss} final")
-    return result

@@ -104,7 +104,7 @@ def _write_csv(path: Path, curves: dict[str, np.ndarray]) -> None:
 
 
 @torch.no_grad()
-def evaluate_checkpoint(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
+def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
                         horizon: int | None = None, device: str | None = None) -> dict[str, float]:
     """Scores ``samples`` random test windows (all by default) in batches of ``batch_size`` (256, the original's)
     over ``horizon`` steps (the config's test_horizon by default)."""

@@ -53,7 +53,7 @@ def log_predictions(model: SeparableNetwork, config: PDEConfig, batch, ctx, step
     visualize.save_png(grid, ctx.run_dir / f"predictions_step{step:07d}.png")
 
 
-def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
+def train(config: PDEConfig, ctx) -> dict[str, float]:
     torch.manual_seed(config.seed + ctx.rank)
     rng = np.random.default_rng([config.seed, ctx.rank])
     tau, offset = config.nt_cond, config.resolved_offset
