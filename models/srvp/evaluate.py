@@ -24,7 +24,7 @@ from dynagen.models.srvp import data as srvp_data
 from dynagen.models.srvp import metrics as M
 from dynagen.models.srvp import visualize
 from dynagen.models.srvp.model import SRVP
-from dynagen.models.srvp.train import make_dataset
+from dynagen.models.srvp.data import make_dataset
 
 log = logging.getLogger(__name__)
 TEST_SEED, TEST_BATCH_SIZE = 1, 16  # §4
