@@ -21,8 +21,6 @@ Digit sources (:func:`digits_for`). Nothing is ever downloaded:
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -200,16 +198,9 @@ def test_set_filename(deterministic: bool, ndigits: int, nx: int) -> str:
 
 
 def save_npz_atomically(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from dynagen.models.artifacts import save_npz
+
+    path = save_npz(path, compressed=True, **arrays)
     return path
 
 

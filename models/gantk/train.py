@@ -10,8 +10,6 @@ the final one (step = ``steps``) holds x_steps, and a run resumed with more step
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynagen.models.artifacts import save_npz
 from dynagen.models.gantk import metrics, plots
 from dynagen.models.gantk.experiment import GanNtkConfig
 from dynagen.models.gantk.flow import FlowState, ParticleFlow
@@ -33,14 +32,6 @@ def _dtype(config: GanNtkConfig):
         jax.config.update("jax_enable_x64", True)
         return np.float64
     return np.float32
-
-
-def save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
 
 
 def checkpoint(state: FlowState, next_update: int, source: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
@@ -138,7 +129,7 @@ def train(config: GanNtkConfig, ctx) -> dict[str, float]:
                 if image is not None:
                     ctx.log_images(step, "flow", image)
             if final or (config.save_every and step % config.save_every == 0):
-                save_npz_atomically(ctx.run_dir / "particles" / f"x_{step:08d}.npz", x=np.asarray(state.x))
+                save_npz(ctx.run_dir / "particles" / f"x_{step:08d}.npz", x=np.asarray(state.x))
         return row
 
     step = start

@@ -51,7 +51,7 @@ def log_predictions(model: SeparableNetwork, config: PDEConfig, batch, ctx, step
     model.train(was_training)
     grid = visualize.prediction_grid(cond, target, pred)
     ctx.log_images(step, "predictions/train", grid)
-    visualize.save_png(grid, ctx.run_dir / f"predictions_step{step:07d}.png")
+    visualize.save_png(ctx.run_dir / f"predictions_step{step:07d}.png", grid)
 
 
 def train(config: PDEConfig, ctx) -> dict[str, float]:
