@@ -1,4 +1,4 @@
-"""GAN(TK)² as a dynagen experiment: config, presets, train and evaluate (spec: shared/specs/gantk.md).
+"""GAN(TK)² as a dynagen experiment: config, presets, train and evaluate (Franceschi et al., ICML 2022).
 
 Particles x_i are pushed by a discriminator that is either a finite network (``width > 0``, spec §2)
 or its infinite-width limit (``width == 0``: the analytic NTK/NNGP kernel of the *same* stax

@@ -1,4 +1,4 @@
-"""Experiment ``pde``: PDE-driven spatiotemporal disentanglement (spec /shared/specs/pde.md, issue 5).
+"""Experiment ``pde``: PDE-driven spatiotemporal disentanglement (Donà et al., ICLR 2021).
 
 Config defaults are the WaveEq configuration of spec §6; presets give the other data sets and
 ``wave-cpu``, the small CPU version of §8. This module imports only pydantic at top level; torch and
