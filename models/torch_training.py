@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 from dynagen.platform.checkpoints import checkpoint_state, save_state_atomically
+from dynagen.platform.context import Diverged
 
 
 def sync_batchnorm(model: torch.nn.Module, ctx) -> torch.nn.Module:
@@ -41,8 +42,8 @@ def all_finite(module: torch.nn.Module) -> bool:
 def stop_if_diverged(finite: bool, experiment: str, what: str, step: int, detail: str = "") -> None:
     """Raise before a diverged state can be checkpointed (the loop calls it at logging steps, before ``ctx.report``)."""
     if not finite:
-        raise FloatingPointError(f"{experiment}: {what} at step {step}{detail}: training diverged; "
-                                 "resume from the last checkpoint with a lower lr")
+        raise Diverged(f"{experiment}: {what} at step {step}{detail}: training diverged; "
+                       "resume from the last checkpoint with a lower lr", step)
 
 
 class BestCheckpoint:

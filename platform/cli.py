@@ -1,4 +1,4 @@
-"""``dynagen``: train, sweep, results, report, evaluate, list.
+"""``dynagen``: train, sweep, results, report, evaluate, import, list.
 
 Imports are lazy (argparse and the registry only at module level) so ``dynagen --help`` answers
 in about a second; torch, jax, ray and pyarrow are imported by the command that needs them.
@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from dynagen.platform.configs import UsageError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # the command ran, but a run diverged or trials failed
 
 
 def _experiment(name: str):
@@ -49,7 +50,7 @@ def _print_metrics(metrics: dict[str, float], title: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     from dynagen.platform.configs import build_config
 
     experiment = _experiment(args.experiment)
@@ -80,7 +81,11 @@ def cmd_train(args: argparse.Namespace) -> None:
             max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
         )
         print(f"latest checkpoint: {result.checkpoint_path}")
+    if result.status == "diverged":
+        print(f"dynagen: {experiment.name} run diverged: {result.reason} (run dir {result.run_dir}; no final metrics)", file=sys.stderr)
+        return EXIT_FAILED
     _print_metrics(result.metrics, f"final metrics ({experiment.name}, run dir {result.run_dir})")
+    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,9 +129,76 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
     out_dir = Path(args.out) if args.out else run_dir_of(checkpoint) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
-    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2).encode())
+    from dynagen.platform.registry import MANIFEST_KEY
+    from dynagen.platform.results import file_sha256
+
+    result = dict(experiment.evaluate(config, state, out_dir, **options))
+    manifest = dict(result.pop(MANIFEST_KEY, None) or {})
+    metrics = {key: float(value) for key, value in result.items()}
+    manifest["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint), "step": state.get("_step"),
+                              "imported_from": state.get("imported_from")}
+    document = {**metrics, MANIFEST_KEY: manifest}
+    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(document, indent=2, default=str).encode())
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
+    if experiment.published is not None:
+        print_comparison(experiment.published(config, metrics, manifest), f"measured | published ({experiment.name} paper)")
+
+
+def print_comparison(rows, title: str) -> None:
+    """The paper's figures beside measured ones: ``metric | measured | published | comparable? | why``."""
+    from dynagen.platform.configs import format_table
+
+    cell = lambda v: "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)  # noqa: E731
+    print(f"\n{title}")
+    print(format_table([{"metric": r["metric"], "measured": cell(r["measured"]), "published": cell(r["published"]),
+                         "comparable?": "yes" if r["comparable"] else "no", "why": r["why"]} for r in rows]))
+
+
+# --------------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------------
+
+RUN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """A model trained elsewhere, read by the experiment's importer, as a run folder `dynagen train` would write:
+    ``config.yaml`` and ``checkpoint/state.pt``. Written in a hidden temp folder renamed at the end, so a
+    refused source leaves nothing behind."""
+    import re
+    import shutil
+    import tempfile
+
+    from dynagen.platform.checkpoints import checkpoint_state, save_state_atomically
+    from dynagen.platform.run import run_dir_for, write_run_config
+
+    experiment = _experiment(args.experiment)
+    if not experiment.importers:
+        raise UsageError(f"experiment: {experiment.name} has no importer")
+    source_format = args.format or next(iter(experiment.importers))
+    if source_format not in experiment.importers:
+        raise UsageError(f"format: unknown {source_format!r}; allowed: {', '.join(experiment.importers)}")
+    storage = _storage(args.storage)
+    name = args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-import"
+    if not re.fullmatch(RUN_NAME, name):
+        raise UsageError(f"name: {name!r} is not a run name; allowed: letters, digits, '.', '_', '-' (not first)")
+    run_dir, remote_uri = run_dir_for(storage, name)
+    if remote_uri is not None:
+        raise UsageError("storage: import writes a local run folder; allowed: a local storage path")
+    if run_dir.exists():
+        raise UsageError(f"name: run {name!r} already exists in {run_dir.parent}; allowed: a new run name")
+    config, state = experiment.importers[source_format](Path(args.source), weights=args.weights)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{name}.import-"))
+    try:
+        config_dict = config.model_dump(mode="json")
+        write_run_config(str(run_dir.parent), staging.name, experiment, config_dict)
+        save_state_atomically(checkpoint_state(state, int(state["_step"]), config_dict), staging / "checkpoint")
+        staging.rename(run_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"imported {args.source} -> {run_dir}\nevaluate: dynagen evaluate {experiment.name} --checkpoint {run_dir}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -159,7 +231,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from dynagen.platform.sweep import load_sweep_spec, run_sweep
 
-    spec = load_sweep_spec(args.search_space)
+    spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     storage = _storage(args.storage)
     run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent)
 
@@ -234,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("search_space", help="a YAML file, or the name of a packaged search space")
     sweep.add_argument("--resume", action="store_true", help="restore an interrupted sweep; finished trials are not rerun")
     sweep.add_argument("--max-concurrent", type=at_least(1), metavar="N", help="override the spec's max_concurrent")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a fixed config value, or pin a searched axis to one value (repeatable)")
+    sweep.add_argument("--num-samples", type=at_least(1), metavar="N", help="override the spec's num_samples")
+    sweep.add_argument("--seeds", type=at_least(0), nargs="+", metavar="S", help="override the spec's seeds")
     sweep.add_argument("--storage", help=storage_help)
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -262,6 +338,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/eval)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    importing = commands.add_parser("import", help="a model trained elsewhere (e.g. released weights) as a run folder")
+    importing.add_argument("experiment")
+    importing.add_argument("source", metavar="DIR", help="the folder to import (layout: the experiment's importer docs)")
+    importing.add_argument("--weights", metavar="FILE", help="weights file name inside DIR (default: the importer's)")
+    importing.add_argument("--format", metavar="NAME", help="which of the experiment's importers (default: its first)")
+    importing.add_argument("--name", help="run name (default: <experiment>-<time>-import)")
+    importing.add_argument("--storage", help=storage_help)
+    importing.set_defaults(handler=cmd_import)
+
     listing = commands.add_parser("list", help="experiments, presets and config fields")
     listing.add_argument("experiment", nargs="?")
     listing.add_argument("--fields", action="store_true", help="show every experiment's config fields")
@@ -273,14 +358,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad flags: one line, exit code 2 (OneLineErrors)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except UsageError as error:
         print(f"dynagen: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("dynagen: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
 
 from dynagen.platform.checkpoints import CHECKPOINT_FILE, checkpoint_state, load_state, save_state_atomically
+from dynagen.platform.run import COMPLETED_KEY
 
 if TYPE_CHECKING:
     from dynagen.platform.run import Run
@@ -41,6 +42,16 @@ StateFn = Callable[[], Mapping[str, Any]]
 
 __all__ = ["CHECKPOINT_FILE", "BaseContext", "LocalContext", "RunContext", "StateFn", "TrainContext", "TuneContext",
            "load_state", "save_state_atomically", "tensorboard_without_tensorflow", "tensorboard_writer"]
+
+
+class Diverged(FloatingPointError):
+    """Raised by a training function whose state became non-finite, at the logging step that found it and
+    before any metric is computed on that state: the run ends with status ``diverged``, the message as its
+    one-line reason, and no metric values (those from before the divergence are not its result)."""
+
+    def __init__(self, reason: str, step: int):
+        super().__init__(reason)
+        self.step = step
 
 
 class RunContext(Protocol):
@@ -175,7 +186,8 @@ class BaseContext:
             if self._progress is not None:
                 self._progress.update(step, values, final)
         due = state is not None and self._checkpoint_due(step, final)
-        payload = {**values, "step": step}
+        # Marked complete on the final report itself: a scheduler may stop the trial right there (ASHA at max_t).
+        payload = {**values, "step": step, **({COMPLETED_KEY: 1.0} if final else {})}
         if due and self.is_main:
             if self.run is not None:
                 self.run.flush()
@@ -203,11 +215,9 @@ class BaseContext:
         if self.run is not None:
             self.run.close()
 
-    def finish(self, final: Mapping[str, Any] | None) -> dict[str, float]:
-        """After ``train()`` returned: ``metrics.json`` (rank 0) and the final report."""
-        from dynagen.platform.run import final_report
-
-        return self.run.finish(final, self.last_step) if self.run is not None else final_report(final, self.last_step)
+    def finish(self, report: Mapping[str, Any]) -> Mapping[str, Any]:
+        """After ``train()`` returned or diverged: ``metrics.json`` (rank 0) from the run's last report."""
+        return self.run.finish(report) if self.run is not None else report
 
     # --- where checkpoints go: one pair per context
     def _record(self, step: int, values: Mapping[str, float]) -> None:

@@ -25,12 +25,12 @@ from typing import Any, Mapping
 
 from dynagen.platform.backends import backend_of
 from dynagen.platform.configs import UsageError
-from dynagen.platform.context import LocalContext, Progress, TrainContext, TuneContext
+from dynagen.platform.context import Diverged, LocalContext, Progress, TrainContext, TuneContext
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
 from dynagen.platform.results import join, read_summary, resolve_storage
 from dynagen.platform.run import (
-    COMPLETED_KEY, DEFAULT_CHECKPOINT_EVERY, DEFAULT_KEEP_CHECKPOINTS, Run, RunNotFound, RunSettings, final_report,
-    read_metrics, read_run_config, run_dir_for, summary_callback, trial_config, without_protocol_keys, write_run_config,
+    COMPLETED_KEY, DEFAULT_CHECKPOINT_EVERY, DEFAULT_KEEP_CHECKPOINTS, Run, RunNotFound, RunSettings, diverged_report,
+    final_report, final_status, read_final_report, read_run_config, run_dir_for, summary_callback, trial_config, write_run_config,
 )
 from dynagen.platform.runtime import ensure_ray, limit_threads, train_worker_env
 
@@ -38,13 +38,18 @@ __all__ = ["COMPLETED_KEY", "RunNotFound", "RunResult", "RunSettings", "read_run
            "train_worker", "tune_trial"]
 
 
-def _train(experiment: Experiment, config: ExperimentConfig, ctx) -> dict[str, float]:
-    """``experiment.train`` inside a context; returns the final report (metrics.json written by rank 0)."""
+def _train(experiment: Experiment, config: ExperimentConfig, ctx, metric: str | None = None) -> Mapping[str, Any]:
+    """``experiment.train`` inside a context; returns the last report, of a run that returned or diverged
+    (metrics.json written by rank 0). Every rank of a diverged Ray Train run finds it at the same step: the
+    models check state that DDP keeps equal across ranks."""
     try:
-        final = experiment.train(config, ctx)
-    finally:
-        ctx.close()
-    return ctx.finish(final)
+        try:
+            report = final_report(experiment.train(config, ctx), ctx.last_step)
+        finally:
+            ctx.close()
+    except Diverged as error:
+        report = diverged_report(error, metric)
+    return ctx.finish(report)
 
 
 def _progress(experiment: Experiment, trial_id: str, run: Run, settings: RunSettings) -> Progress:
@@ -71,7 +76,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     ctx = TrainContext(run.run_dir, rank=rank, world_size=context.get_world_size(), checkpoint_every=settings.checkpoint_every,
                        run=run, progress=_progress(experiment, trial_id, run, settings))
     # Train's result carries the last *checkpoint's* metrics: metrics.json keeps train()'s return too
-    ray.train.report(_train(experiment, config, ctx))
+    ray.train.report(_train(experiment, config, ctx, settings.metric))
 
 
 def _torch_trainer(experiment: Experiment, config_dict: Mapping[str, Any], settings: RunSettings, trial_id: str,
@@ -121,7 +126,7 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
     run = Run(settings, experiment.name, trial_id, config)
     ctx = TuneContext(run.run_dir, backend=backend, use_gpu=settings.use_gpu, checkpoint_every=settings.checkpoint_every,
                       run=run, progress=_progress(experiment, trial_id, run, settings))
-    ray.tune.report(_train(experiment, config, ctx))
+    ray.tune.report(_train(experiment, config, ctx, settings.metric))
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,6 +141,8 @@ class RunResult:
     run_dir: Path
     name: str
     storage: str
+    status: str = "completed"  # or "diverged" (metrics empty, reason says where)
+    reason: str | None = None
 
 
 def _validated(experiment: Experiment | str, config: ExperimentConfig | Mapping[str, Any]) -> tuple[Experiment, ExperimentConfig]:
@@ -178,9 +185,10 @@ def train_locally(
     except BaseException:
         run.write_summary("error", ctx.last_step, {})  # the steps logged so far are in the results store
         raise
-    run.write_summary("completed", ctx.last_step, report)
+    status, reason, metrics = final_status(report)
+    run.write_summary(status, int(report["step"]), metrics, reason=reason)
     checkpoint = ctx.checkpoint_dir / "state.pt"
-    return RunResult(without_protocol_keys(report), str(checkpoint) if checkpoint.is_file() else None, run_dir, name, canonical)
+    return RunResult(metrics, str(checkpoint) if checkpoint.is_file() else None, run_dir, name, canonical, status, reason)
 
 
 def run_training(
@@ -222,8 +230,8 @@ def run_training(
     )
     run_dir, _ = run_dir_for(canonical, name)
     if not backend_of(experiment).in_trainer(workers, single_run=True):
-        metrics, checkpoint_path = _run_as_tune_trial(experiment, settings)
-        return RunResult(metrics, checkpoint_path, run_dir, name, canonical)
+        (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
+        return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)
 
     run = Run(settings, experiment.name, name, config, writes=False)  # the driver: the summary row only
     try:
@@ -231,14 +239,14 @@ def run_training(
     except BaseException:
         run.write_summary("error", -1, {})
         raise
-    final = read_metrics(canonical, name)
-    metrics = without_protocol_keys(final)
-    run.write_summary("completed", int(final.get("step", -1)), metrics)
+    final = read_final_report(canonical, name)
+    status, reason, metrics = final_status(final)
+    run.write_summary(status, int(final.get("step", -1)), metrics, reason=reason)
     checkpoint = result.checkpoint
-    return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical)
+    return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical, status, reason)
 
 
-def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[dict[str, float], str | None]:
+def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[tuple[str, str | None, dict[str, float]], str | None]:
     """A single run as one Tune trial whose params are empty: its config is ``settings.fixed``."""
     import ray.tune
 
@@ -262,4 +270,4 @@ def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[d
     result = tuner.fit()[0]
     if result.error:
         raise result.error
-    return without_protocol_keys(result.metrics or {}), result.checkpoint.path if result.checkpoint else None
+    return final_status(result.metrics or {}), result.checkpoint.path if result.checkpoint else None

@@ -46,7 +46,18 @@ TrainFn = Callable[[Any, "RunContext"], Mapping[str, float]]
 
 EvaluateFn = Callable[..., Mapping[str, float]]
 """``evaluate(config, state, out_dir, **options) -> metrics``; ``state`` is a checkpoint's dict, the options
-the fields of the experiment's :class:`EvaluateOptions`."""
+the fields of the experiment's :class:`EvaluateOptions`. The metrics may hold one non-float entry,
+``MANIFEST_KEY``: a JSON-serialisable description of what was scored and how."""
+
+MANIFEST_KEY = "manifest"
+
+PublishedFn = Callable[[Any, Mapping[str, float], "Mapping[str, Any] | None"], "list[Mapping[str, Any]]"]
+"""``published(config, metrics, manifest) -> rows`` of ``metric, measured, published, comparable, why``: the paper's
+figures beside an evaluation's, comparability decided from the manifest's protocol."""
+
+ImportFn = Callable[..., "tuple[ExperimentConfig, Mapping[str, Any]]"]
+"""``importer(source_dir, weights=None) -> (config, checkpoint state)`` for ``dynagen import``: a model trained
+elsewhere (e.g. the authors' released weights) as the config and checkpoint dict a training run would write."""
 
 
 class Function:
@@ -97,12 +108,20 @@ class Experiment:
     # Extra comparisons ``dynagen results SWEEP --analysis NAME`` can print: each takes the
     # sweep's results table (pyarrow.Table, step and summary rows) and returns a table to print.
     analyses: Mapping[str, Union[str, Callable[[Any], Any]]] = field(default_factory=dict)
+    # The paper's published figures beside measured ones (``dynagen evaluate`` prints them).
+    published: Union[str, PublishedFn, None] = None
+    # Sources ``dynagen import EXPERIMENT DIR --format NAME`` reads (the first is the default).
+    importers: Mapping[str, Union[str, ImportFn]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "train", self.train if isinstance(self.train, Function) else Function(self.train))
+        as_function = lambda f: f if isinstance(f, Function) else Function(f)  # noqa: E731
+        object.__setattr__(self, "train", as_function(self.train))
         if self.evaluate is not None and not isinstance(self.evaluate, Evaluation):
             object.__setattr__(self, "evaluate", Evaluation(self.evaluate, self.evaluate_options))
-        object.__setattr__(self, "analyses", {name: f if isinstance(f, Function) else Function(f) for name, f in self.analyses.items()})
+        object.__setattr__(self, "analyses", {name: as_function(f) for name, f in self.analyses.items()})
+        if self.published is not None:
+            object.__setattr__(self, "published", as_function(self.published))
+        object.__setattr__(self, "importers", {name: as_function(f) for name, f in self.importers.items()})
 
 
 _registered: dict[str, Experiment] = {}

@@ -18,6 +18,7 @@ is written by whoever sees the run end: the driver of a single run, or Tune's dr
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,16 @@ from dynagen.platform.configs import deep_merge
 from dynagen.platform.results import ResultsWriter, join, numeric_metrics, read_summary, resolve_storage, write_bytes_atomically
 
 if TYPE_CHECKING:
+    from dynagen.platform.context import Diverged
     from dynagen.platform.registry import Experiment, ExperimentConfig
 
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_KEEP_CHECKPOINTS = 3
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
-COMPLETED_KEY = "completed"  # present (=1) in the last report of a trial whose train() returned
+COMPLETED_KEY = "completed"  # present (=1) in a trial's final report (ctx.report(final=True), and once train() returned)
+DIVERGED_KEY = "diverged"  # present (=1) in the last report of a trial whose train() raised Diverged
+REASON_KEY = "reason"  # with DIVERGED_KEY: its one-line reason
 SEED_INDEX_KEY = "__trial_index__"  # set by ray.tune.search.Repeater: which of the sweep's seeds
 
 
@@ -54,6 +58,7 @@ class RunSettings:
     use_gpu: bool = False
     gpus_per_worker: float = 0.0
     progress_every_s: float = 5.0
+    metric: str | None = None  # a sweep's metric: Tune requires it in every report, a diverged one included
     fixed: dict[str, Any] = field(default_factory=dict)  # config values under a trial's sampled ones
     seeds: list[int] = field(default_factory=lambda: [0])  # a sweep's seeds (Repeater's index picks one)
 
@@ -106,9 +111,22 @@ def final_report(final: Mapping[str, Any] | None, last_step: int) -> dict[str, f
     return {**numeric_metrics(final or {}), "step": last_step, COMPLETED_KEY: 1.0}
 
 
+def diverged_report(error: "Diverged", metric: str | None) -> dict[str, Any]:
+    """The last report of a run whose ``train()`` raised :class:`Diverged`: its step and reason and no metric
+    values (a sweep's metric as NaN, which Tune requires and Optuna records as a failed trial)."""
+    return {"step": error.step, DIVERGED_KEY: 1.0, REASON_KEY: str(error), **({metric: math.nan} if metric else {})}
+
+
 def without_protocol_keys(report: Mapping[str, Any]) -> dict[str, float]:
-    """A report's metrics as a user sees them (no completion marker)."""
-    return {k: v for k, v in numeric_metrics(report).items() if k != COMPLETED_KEY}
+    """A report's metrics as a user sees them (no completion or divergence markers)."""
+    return {k: v for k, v in numeric_metrics(report).items() if k not in (COMPLETED_KEY, DIVERGED_KEY)}
+
+
+def final_status(report: Mapping[str, Any]) -> tuple[str, str | None, dict[str, float]]:
+    """``(status, reason, metrics)`` of a run from its last report: a diverged run has no metrics."""
+    if report.get(DIVERGED_KEY):
+        return "diverged", str(report.get(REASON_KEY, "")), {}
+    return "completed", None, without_protocol_keys(report)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,25 +187,29 @@ class Run:
 
             pafs.copy_files(str(self.run_dir), self._upload_to, source_filesystem=pafs.LocalFileSystem())
 
-    def finish(self, final: Mapping[str, Any] | None, last_step: int) -> dict[str, float]:
-        """``metrics.json`` (rank 0) and the final report of a run whose ``train()`` returned."""
-        report = final_report(final, last_step)
+    def finish(self, report: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``metrics.json`` (rank 0) from the run's last report (:func:`final_report` or :func:`diverged_report`)."""
         if self.results is not None:
-            document = json.dumps(without_protocol_keys(report) | {"step": last_step}, indent=2).encode()
-            write_bytes_atomically(self.settings.storage, join(self.settings.run_name, METRICS_FILE), document)
+            status, reason, metrics = final_status(report)
+            document = metrics | {"step": int(report["step"])} | ({"status": status, REASON_KEY: reason} if reason else {})
+            write_bytes_atomically(self.settings.storage, join(self.settings.run_name, METRICS_FILE), json.dumps(document, indent=2).encode())
         return report
 
-    def write_summary(self, status: str, step: int, metrics: Mapping[str, Any]) -> None:
+    def write_summary(self, status: str, step: int, metrics: Mapping[str, Any], reason: str | None = None) -> None:
         summary_writer(self.settings, self.experiment_name, self.trial_id, self.config_dict, self.seed).write_summary(
-            status, step, without_protocol_keys(metrics))
+            status, step, without_protocol_keys(metrics), reason=reason)
 
 
 def summary_writer(settings: RunSettings, experiment_name: str, trial_id: str, config_dict: Mapping[str, Any], seed: int) -> ResultsWriter:
     return ResultsWriter(settings.storage, settings.sweep_id, experiment_name, trial_id, config_dict, seed)
 
 
-def read_metrics(storage: str, name: str) -> dict[str, float]:
-    return read_run_file(storage, name, METRICS_FILE, json.loads)
+def read_final_report(storage: str, name: str) -> dict[str, Any]:
+    """A run's last report as its ``metrics.json`` holds it (a diverged run's with its markers)."""
+    document = read_run_file(storage, name, METRICS_FILE, json.loads)
+    if document.get("status") == "diverged":
+        return {"step": document["step"], DIVERGED_KEY: 1.0, REASON_KEY: document.get(REASON_KEY, "")}
+    return document
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,24 +222,39 @@ def _summary_callback_class():
     from ray.tune.result import AUTO_RESULT_KEYS
 
     class SummaryCallback(ray.tune.Callback):
-        """Writes each trial's summary row from the driver: ``completed`` when train() returned,
-        ``stopped`` when the scheduler ended it early, ``error`` when it failed."""
+        """Writes each trial's summary row from the driver (statuses: :mod:`dynagen.platform.results`) and
+        prints one line for a trial that diverged or failed."""
 
-        def __init__(self, experiment, settings):
-            self.experiment, self.settings = experiment, settings
+        def __init__(self, experiment, settings, max_t: int | None):
+            self.experiment, self.settings, self.max_t = experiment, settings, max_t
 
-        def _write(self, trial, status: str) -> None:
+        def _outcome(self, trial, ended: str) -> tuple[str, str | None]:
+            """``(status, reason)``: ``ended`` is what Tune saw, ``completed`` (returned or stopped) or ``error``."""
             result = trial.last_result or {}
-            if status == "completed" and not result.get(COMPLETED_KEY):
-                status = "stopped"
+            if result.get(DIVERGED_KEY):
+                return "diverged", result.get(REASON_KEY)
+            if ended == "error":
+                error = (trial.get_error() or "").strip().splitlines()
+                return "error", error[-1] if error else None
+            reached_max_t = self.max_t is not None and result.get("step", -1) >= self.max_t  # ASHA's own stop rule
+            return ("completed" if result.get(COMPLETED_KEY) or reached_max_t else "stopped"), None
+
+        def _write(self, trial, ended: str) -> None:
             trial_id = self.settings.trial_id or trial.trial_id
             previous = read_summary(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id)
             if previous is not None and previous["status"] == "completed":
                 return  # finished before an interruption; its row stands
+            status, reason = self._outcome(trial, ended)
+            result = trial.last_result or {}
             config = trial_config(self.experiment, self.settings, trial.config)
             writer = summary_writer(self.settings, self.experiment.name, trial_id, config.model_dump(mode="json"), config.seed)
-            metrics = {k: v for k, v in result.items() if k != COMPLETED_KEY and k not in AUTO_RESULT_KEYS}
-            writer.write_summary(status, int(result.get("step", -1)), metrics)
+            # Only a trial that ran (to its end, or until the scheduler stopped it) has results; the last values
+            # before a divergence or an error are not.
+            metrics = {} if status in ("diverged", "error") else {
+                k: v for k, v in result.items() if k not in (COMPLETED_KEY, REASON_KEY) and k not in AUTO_RESULT_KEYS}
+            writer.write_summary(status, int(result.get("step", -1)), metrics, reason=reason)
+            if reason:
+                print(f"trial {trial_id} {status}: {reason}", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._write(trial, "completed")
@@ -228,5 +265,6 @@ def _summary_callback_class():
     return SummaryCallback
 
 
-def summary_callback(experiment, settings):
-    return _summary_callback_class()(experiment, settings)
+def summary_callback(experiment, settings, max_t: int | None = None):
+    """The callback writing trials' summary rows; ``max_t``: the scheduler's, a trial reaching it is complete."""
+    return _summary_callback_class()(experiment, settings, max_t)

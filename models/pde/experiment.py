@@ -154,6 +154,7 @@ def steps_for(config: PDEConfig, train_windows: int) -> int:
     return config.epochs * math.ceil(train_windows / config.batch_size) if config.epochs else config.steps
 
 
+
 EXPERIMENT = Experiment(
     name="pde",
     config=PDEConfig,
@@ -163,4 +164,5 @@ EXPERIMENT = Experiment(
     presets=PRESETS,
     backend="torch",
     description="PDE-driven spatiotemporal disentanglement (E_S → w, E_T → y, dy/dt = f(y), u = D(w, y))",
+    published="dynagen.models.pde.published:compare",
 )

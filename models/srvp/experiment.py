@@ -139,4 +139,6 @@ EXPERIMENT = Experiment(
     presets=PRESETS,
     backend="torch",
     description="Stochastic Latent Residual Video Prediction (Franceschi et al. 2020) on Moving MNIST, KTH, Human3.6M, BAIR",
+    importers={"released": "dynagen.models.srvp.released:import_released"},
+    published="dynagen.models.srvp.published:compare",
 )
