@@ -25,7 +25,7 @@ def train_case(preset: str, device: str, steps: int) -> dict:
     from dynagen.models.pde.experiment import EXPERIMENT
     from dynagen.models.pde.loss import draw_ae_time, separable_losses, total_loss
     from dynagen.models.pde.model import build_model
-    from dynagen.models.pde.training import loss_weights
+    from dynagen.models.pde.train import loss_weights
 
     config = EXPERIMENT.config(**EXPERIMENT.presets[preset])
     model = build_model(config).to(device).train()

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from dynagen.platform.launch import thread_env  # noqa: E402
+from dynagen.platform.runtime import thread_env  # noqa: E402
 
 os.environ.update(thread_env(1))  # this process's JAX on one thread, before jax is imported
 CONCURRENCY = 2

@@ -1,7 +1,7 @@
 """Pieces of the evaluation manifest every ``evaluate`` writes into metrics.json (what was scored, and how).
 
 The platform adds the checkpoint evaluated; each experiment adds its test set, frames, samples and metric
-conventions (models/srvp/evaluate.py, models/pde/evaluation.py, models/gantk/experiment.py).
+conventions (models/srvp/evaluate.py, models/pde/evaluate.py, models/gantk/evaluate.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Moving MNIST generated on the fly, shared by SRVP and the PDE-disentanglement model.
 
-One generator serves both specs: SRVP's §5 (/work/shared/specs/srvp.md: stochastic and deterministic variants)
-and PDE's §5.2 (/work/shared/specs/pde.md), which is exactly SRVP's *deterministic* variant (2 digits of 28x28
+One generator serves both specs: SRVP's §5 (Franceschi et al., ICML 2020: stochastic and deterministic variants)
+and PDE's §5.2 (Donà et al., ICLR 2021), which is exactly SRVP's *deterministic* variant (2 digits of 28x28
 on a 64x64 canvas, start U{0..36}², velocity U{-4..4}², exact sub-step reflections, digits summed, clipped at 255;
 the PDE wrapper divides by 255). Trajectories draw from numpy's legacy ``RandomState`` as the originals do, so a
 seeded test set (:func:`make_test_set`) reproduces bit for bit; :func:`find_or_build_test_set` reads the original's
@@ -21,8 +21,6 @@ Digit sources (:func:`digits_for`). Nothing is ever downloaded:
 from __future__ import annotations
 
 import gzip
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -200,16 +198,9 @@ def test_set_filename(deterministic: bool, ndigits: int, nx: int) -> str:
 
 
 def save_npz_atomically(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from dynagen.models.artifacts import save_npz
+
+    path = save_npz(path, compressed=True, **arrays)
     return path
 
 

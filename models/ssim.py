@@ -8,7 +8,7 @@ and then over channels. They differ in what reaches it:
 - ``srvp``: the frames as given, in [0, 1] (the model's predictions are clamped before scoring).
 - ``pde``: the frames min-max scaled with a caller's ``value_range = (low, high)`` when one is given. The PDE
   original's SST test scales de-normalised temperatures with the zone's range of the *normalised* array (a quirk,
-  pde §4, kept as it is: models/pde/evaluation.py), so the scaled values leave [0, 1]; nothing is clamped.
+  pde §4, kept as it is: models/pde/evaluate.py), so the scaled values leave [0, 1]; nothing is clamped.
 
 torchmetrics 1.9 reflect-pads the input and averages the padded border into its score, so the map is computed here;
 tests check it against torchmetrics' map on the valid interior and against a scipy reference.

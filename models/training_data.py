@@ -1,8 +1,8 @@
 """Training data that are new every epoch yet reproducible, shared by SRVP and the PDE model.
 
-The originals draw a fresh random clip at every access: SRVP §3 (/work/shared/specs/srvp.md) a new synthetic Moving
+The originals draw a fresh random clip at every access: SRVP §3 (Franceschi et al., ICML 2020) a new synthetic Moving
 MNIST video, or a random video and start for KTH / Human3.6M, and a random start in each BAIR video; PDE §5.2
-(/work/shared/specs/pde.md) a new Moving MNIST sequence. Here item ``i`` of epoch ``e`` is drawn from
+(Donà et al., ICLR 2021) a new Moving MNIST sequence. Here item ``i`` of epoch ``e`` is drawn from
 ``RandomState((seed, e, i))`` (:class:`EpochDataset`): every epoch brings new clips, while a run stays
 reproducible and resumable and DataLoader workers need no random state of their own.
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     storage = _storage(args.storage)
     base = None
     if args.resume:
-        from dynagen.platform.launch import RunNotFound, read_run_config
+        from dynagen.platform.run import RunNotFound, read_run_config
 
         try:
             saved = read_run_config(storage, args.resume)
@@ -69,7 +68,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = saved
     config = build_config(experiment, args.preset, args.config, args.set or [], base=base)
     if args.local:
-        status, reason, metrics, run_dir = _train_locally(experiment, config, storage, args)
+        from dynagen.platform.launch import train_locally
+
+        result = train_locally(experiment, config, storage=storage, name=args.name, resume=args.resume,
+                               checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker)
     else:
         from dynagen.platform.launch import run_training
 
@@ -78,56 +80,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
             max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
         )
-        status, reason, metrics, run_dir = result.status, result.reason, result.metrics, result.run_dir
         print(f"latest checkpoint: {result.checkpoint_path}")
-    if status == "diverged":
-        print(f"dynagen: {experiment.name} run diverged: {reason} (run dir {run_dir}; no final metrics)", file=sys.stderr)
+    if result.status == "diverged":
+        print(f"dynagen: {experiment.name} run diverged: {result.reason} (run dir {result.run_dir}; no final metrics)", file=sys.stderr)
         return EXIT_FAILED
-    _print_metrics(metrics, f"final metrics ({experiment.name}, run dir {run_dir})")
+    _print_metrics(result.metrics, f"final metrics ({experiment.name}, run dir {result.run_dir})")
     return 0
-
-
-def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[str, str | None, dict[str, float], Any]:
-    """In-process run with :class:`LocalContext` (no Ray): same files, same results store."""
-    from dynagen.platform.context import Diverged, LocalContext
-    from dynagen.platform.launch import DIVERGED_KEY, METRICS_FILE, REASON_KEY, final_status, run_dir_for, write_run_config
-    from dynagen.platform.results import ResultsWriter, join, numeric_metrics, write_bytes_atomically
-
-    name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
-    run_dir, remote_uri = run_dir_for(storage, name)
-    if remote_uri is not None:
-        raise UsageError("storage: --local runs need a local storage path")
-    if args.cpus_per_worker:
-        from dynagen.platform.launch import limit_threads
-
-        limit_threads(args.cpus_per_worker)  # before train() imports the model's heavy libraries
-    device = "cpu"
-    if args.gpu and experiment.backend == "torch":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageError("--gpu: torch sees no CUDA device here; allowed: --gpu only where one is visible")
-        device = "cuda"
-    config_dict = config.model_dump(mode="json")
-    write_run_config(storage, name, experiment, config_dict)
-    ctx = LocalContext(run_dir, checkpoint_every=args.checkpoint_every, device=device)
-    writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
-    final: dict[str, Any] | None = None
-    try:
-        final = {**numeric_metrics(experiment.train(config, ctx)), "step": ctx.history[-1]["step"] if ctx.history else -1}
-    except Diverged as error:
-        final = {"step": error.step, DIVERGED_KEY: 1.0, REASON_KEY: str(error)}
-    finally:
-        # The steps logged so far reach the results store whether training finished or raised.
-        ctx.close()
-        for row in ctx.history:
-            writer.log_step(row["step"], row)
-        if final is None:
-            writer.write_summary("error", ctx.history[-1]["step"] if ctx.history else -1, {})
-    status, reason, metrics = final_status(final)
-    writer.write_summary(status, int(final["step"]), metrics, reason=reason)
-    write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps(final, indent=2).encode())
-    return status, reason, metrics, run_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,36 +93,22 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
 # --------------------------------------------------------------------------------------------
 
 
-def _find_checkpoint(path: Path) -> Path:
-    """A ``state.pt``, a checkpoint folder, or a run folder (its latest checkpoint)."""
-    from dynagen.platform.context import CHECKPOINT_FILE
+def _check_evaluate_options(evaluation, options: dict[str, Any]) -> None:
+    """Options are the fields of the experiment's typed ``EvaluateOptions``: unknown names and bad values
+    are one-line usage errors."""
+    from dynagen.platform.configs import validate
 
-    if path.is_file():
-        return path
-    if (path / CHECKPOINT_FILE).is_file():
-        return path / CHECKPOINT_FILE
-    candidates = sorted(path.glob(f"checkpoint_*/{CHECKPOINT_FILE}")) + sorted(path.glob(f"checkpoint/{CHECKPOINT_FILE}"))
-    if not candidates:
-        raise UsageError(f"checkpoint: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
-    return candidates[-1]
-
-
-def _check_evaluate_options(evaluate, options: dict[str, Any]) -> None:
-    """Evaluate functions take ``(config, state, out_dir, **named options)``: reject names they lack."""
-    import inspect
-
-    parameters = list(inspect.signature(evaluate).parameters.values())[3:]
-    allowed = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    allowed = list(evaluation.options.model_fields)
     for key in options:
         if key not in allowed:
             raise UsageError(f"option: unknown {key!r}; allowed: {', '.join(allowed) or '(none)'}")
+    validate(evaluation.options, options)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    import yaml
-
+    from dynagen.platform.checkpoints import CHECKPOINT_FILE, find_checkpoint, load_state, run_dir_of
     from dynagen.platform.configs import build_config, parse_assignment
-    from dynagen.platform.context import load_state
+    from dynagen.platform.results import write_bytes_atomically
 
     experiment = _experiment(args.experiment)
     if experiment.evaluate is None:
@@ -176,19 +120,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     path = Path(args.checkpoint)
     if not path.exists():
         raise UsageError(f"checkpoint: no such file or folder: {path}")
-    checkpoint = _find_checkpoint(path)
+    checkpoint = find_checkpoint(path)
+    if checkpoint is None:
+        raise UsageError(f"checkpoint: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
     state = load_state(checkpoint)
-    saved = state.get("_config")
-    run_dir = checkpoint.parent.parent if checkpoint.parent.name.startswith("checkpoint") else checkpoint.parent
-    if saved is None and (run_dir / "config.yaml").is_file():
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-    saved = dict(saved or {})
+    saved = dict(state.get("_config") or {})  # every launch path saves it (docs/platform.md, "Checkpoints")
     saved.pop("experiment", None)
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
-    out_dir = Path(args.out) if args.out else run_dir / "eval"
+    out_dir = Path(args.out) if args.out else run_dir_of(checkpoint) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     from dynagen.platform.registry import MANIFEST_KEY
-    from dynagen.platform.results import file_sha256, write_bytes_atomically
+    from dynagen.platform.results import file_sha256
 
     result = dict(experiment.evaluate(config, state, out_dir, **options))
     manifest = dict(result.pop(MANIFEST_KEY, None) or {})
@@ -227,8 +169,8 @@ def cmd_import(args: argparse.Namespace) -> None:
     import shutil
     import tempfile
 
-    from dynagen.platform.context import save_state_atomically
-    from dynagen.platform.launch import run_dir_for, write_run_config
+    from dynagen.platform.checkpoints import checkpoint_state, save_state_atomically
+    from dynagen.platform.run import run_dir_for, write_run_config
 
     experiment = _experiment(args.experiment)
     if not experiment.importers:
@@ -249,8 +191,9 @@ def cmd_import(args: argparse.Namespace) -> None:
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{name}.import-"))
     try:
-        write_run_config(str(run_dir.parent), staging.name, experiment, config.model_dump(mode="json"))
-        save_state_atomically(state, staging / "checkpoint")
+        config_dict = config.model_dump(mode="json")
+        write_run_config(str(run_dir.parent), staging.name, experiment, config_dict)
+        save_state_atomically(checkpoint_state(state, int(state["_step"]), config_dict), staging / "checkpoint")
         staging.rename(run_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""What a training function sees of the platform: one small object, ``ctx``.
+"""What a training function sees of the platform: one small object, ``ctx`` (contract: docs/platform.md).
 
 A model's ``train(config, ctx)`` reads like a plain training loop::
 
@@ -15,23 +15,33 @@ checkpoints when the platform's checkpoint interval says so; ``state`` is a call
 serialisation only happens when a checkpoint is due. Batch sizes in configs are global:
 ``ctx.local_batch_size(batch_size)`` is a worker's share.
 
-:class:`LocalContext` runs everything in this process with no Ray: the same checkpoint and
-TensorBoard files, used by model tests and by ``dynagen train --local``. The Ray Train and Tune
-contexts live in :mod:`dynagen.platform.launch`.
+Three contexts share :class:`BaseContext` (the logging, checkpoint and progress rules) and differ only
+in where a due checkpoint goes and where a restore reads from:
+
+* :class:`LocalContext`: this process, no Ray (model tests, ``dynagen train --local``): ``run_dir/checkpoint``;
+* :class:`TrainContext`: a Ray Train worker (torch DDP rank): ``ray.train.report`` with a checkpoint;
+* :class:`TuneContext`: a Tune function trial (JAX, single-worker torch sweep trials): ``ray.tune.report``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
+import time
 import types
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol
+
+from dynagen.platform.checkpoints import CHECKPOINT_FILE, checkpoint_state, load_state, save_state_atomically
+from dynagen.platform.run import COMPLETED_KEY
+
+if TYPE_CHECKING:
+    from dynagen.platform.run import Run
 
 StateFn = Callable[[], Mapping[str, Any]]
 
-CHECKPOINT_FILE = "state.pt"
+__all__ = ["CHECKPOINT_FILE", "BaseContext", "LocalContext", "RunContext", "StateFn", "TrainContext", "TuneContext",
+           "load_state", "save_state_atomically", "tensorboard_without_tensorflow", "tensorboard_writer"]
 
 
 class Diverged(FloatingPointError):
@@ -61,11 +71,13 @@ class RunContext(Protocol):
 
     def prepare_data_loader(self, loader: Any) -> Any: ...
 
-    def restore(self) -> tuple[Mapping[str, Any], int] | None: ...  # state saved after `step`; resume at step + 1
+    def restore(self) -> tuple[Mapping[str, Any], int] | None: ...  # state saved at `step`; resume at step + 1
 
     def report(self, step: int, metrics: Mapping[str, float], state: StateFn | None = None, *, final: bool = False) -> None: ...
 
     def log_images(self, step: int, tag: str, images: Any) -> None: ...
+
+    def set_total_steps(self, total: int) -> None: ...  # when the loop's length is not the config's `steps`
 
 
 def tensorboard_without_tensorflow() -> None:
@@ -86,54 +98,147 @@ def tensorboard_writer(log_dir: Path) -> Any:
     return SummaryWriter(str(log_dir), max_queue=1000, flush_secs=10)
 
 
-def save_state_atomically(state: Mapping[str, Any], directory: Path) -> Path:
-    """Write ``state`` to ``directory/state.pt`` through a temp file + rename."""
-    import torch
+class Progress:
+    """A progress line at most every ``every_s`` seconds: step, metrics, steps/s, ETA.
 
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".state-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(dict(state), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        target = directory / CHECKPOINT_FILE
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    It shows ``step`` (docs/platform.md, "Steps") out of the total, and the total itself on the final
+    report, so it never runs past the total."""
+
+    def __init__(self, label: str, total_steps: int | None, every_s: float):
+        self.label, self.total, self.every_s = label, total_steps, every_s
+        self._start_time = self._last_print = time.monotonic()
+        self._start_step: int | None = None
+
+    def update(self, step: int, metrics: Mapping[str, float], final: bool) -> None:
+        now = time.monotonic()
+        if self._start_step is None:
+            self._start_step, self._start_time = step, now
+            return
+        if not final and now - self._last_print < self.every_s:
+            return
+        self._last_print = now
+        rate = (step - self._start_step) / max(now - self._start_time, 1e-9)
+        shown = " | ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4])
+        position = min(step, self.total) if self.total else step
+        if final and self.total:
+            position = self.total
+        total = f"/{self.total}" if self.total else ""
+        eta = ""
+        if self.total and rate > 0 and not final:
+            seconds = int(max(self.total - step, 0) / rate)
+            eta = f" | ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        # sys.stdout directly: Ray Train's patched print() would echo the line twice on the driver
+        sys.stdout.write(f"[{self.label}] step {position}{total} | {shown} | {rate:.2f} steps/s{eta}\n")
+        sys.stdout.flush()
 
 
-def load_state(path: str | Path) -> Mapping[str, Any]:
-    """Load a checkpoint written by :func:`save_state_atomically` (a file or its directory)."""
-    import torch
+class BaseContext:
+    """``report``, ``log_images`` and the checkpoint rule, shared by every context.
 
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
-    return torch.load(path, map_location="cpu", weights_only=False)
+    A checkpoint is due on the final report and on every report whose step is a positive multiple
+    of ``checkpoint_every`` (0: final only). Rows and event files up to a checkpoint are flushed
+    before it is saved, so they are durable whenever it is."""
 
+    report_every_step = True  # pass every logged step to Ray (else only checkpoints)
 
-class LocalContext:
-    """A single-process run: no Ray, same checkpoints and TensorBoard logs."""
-
-    rank = 0
-    world_size = 1
-
-    def __init__(self, run_dir: str | Path, checkpoint_every: int = 0, tensorboard: bool = True, device: Any = "cpu"):
+    def __init__(self, run_dir: str | Path, *, rank: int = 0, world_size: int = 1, checkpoint_every: int = 0,
+                 run: "Run | None" = None, tensorboard: bool = True, progress: Progress | None = None):
+        self.rank, self.world_size = rank, world_size
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run = run
         self.checkpoint_every = checkpoint_every
-        self.history: list[dict[str, float]] = []
-        self._device = device
+        self.last_step = -1
         self._writer = None
-        if tensorboard:
-            self._writer = tensorboard_writer(self.run_dir / "tensorboard")
+        self._progress = progress
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if tensorboard:
+                self._writer = tensorboard_writer(self.run_dir / "tensorboard")
 
     @property
     def is_main(self) -> bool:
-        return True
+        return self.rank == 0
+
+    def local_batch_size(self, global_batch_size: int) -> int:
+        return max(1, global_batch_size // self.world_size)
+
+    def prepare_data_loader(self, loader: Any) -> Any:
+        return loader
+
+    def set_total_steps(self, total: int) -> None:
+        if self._progress is not None:
+            self._progress.total = total
+
+    def _checkpoint_due(self, step: int, final: bool) -> bool:
+        every = self.checkpoint_every
+        return final or (every > 0 and step > 0 and step % every == 0)
+
+    def report(self, step: int, metrics: Mapping[str, float], state: StateFn | None = None, *, final: bool = False) -> None:
+        values = {key: float(value) for key, value in metrics.items()}
+        self.last_step = step
+        self._record(step, values)
+        if self.is_main:
+            if self._writer is not None:
+                for key, value in values.items():
+                    self._writer.add_scalar(key, value, step)
+            if self.run is not None:
+                self.run.log_step(step, values)
+            if self._progress is not None:
+                self._progress.update(step, values, final)
+        due = state is not None and self._checkpoint_due(step, final)
+        # Marked complete on the final report itself: a scheduler may stop the trial right there (ASHA at max_t).
+        payload = {**values, "step": step, **({COMPLETED_KEY: 1.0} if final else {})}
+        if due and self.is_main:
+            if self.run is not None:
+                self.run.flush()
+            if self._writer is not None:
+                self._writer.flush()
+            config = self.run.config_dict if self.run is not None else None
+            self._save_checkpoint(checkpoint_state(state(), step, config), payload, step)
+        elif due or self.report_every_step:
+            self._publish(payload, None, step)
+
+    def log_images(self, step: int, tag: str, images: Any) -> None:
+        """``images``: array [N, H, W, C] or [H, W, C] in [0, 1]; rank 0 only."""
+        if not self.is_main or self._writer is None:
+            return
+        import numpy as np
+
+        array = np.asarray(images, dtype=np.float32)
+        self._writer.add_images(tag, array[None] if array.ndim == 3 else array, step, dataformats="NHWC")
+
+    def close(self) -> None:
+        if not self.is_main:
+            return
+        if self._writer is not None:
+            self._writer.close()
+        if self.run is not None:
+            self.run.close()
+
+    def finish(self, report: Mapping[str, Any]) -> Mapping[str, Any]:
+        """After ``train()`` returned or diverged: ``metrics.json`` (rank 0) from the run's last report."""
+        return self.run.finish(report) if self.run is not None else report
+
+    # --- where checkpoints go: one pair per context
+    def _record(self, step: int, values: Mapping[str, float]) -> None:
+        pass
+
+    def _save_checkpoint(self, state: Mapping[str, Any], metrics: dict[str, float], step: int) -> None:
+        raise NotImplementedError
+
+    def _publish(self, metrics: dict[str, float], checkpoint_dir: str | None, step: int) -> None:
+        pass
+
+
+class LocalContext(BaseContext):
+    """A single-process run: no Ray, same checkpoints and TensorBoard logs; ``history`` keeps every report.
+    With a :class:`~dynagen.platform.run.Run` (``dynagen train --local``) rows also go to the results store."""
+
+    def __init__(self, run_dir: str | Path, checkpoint_every: int = 0, tensorboard: bool = True, device: Any = "cpu",
+                 *, run: "Run | None" = None, progress: Progress | None = None):
+        super().__init__(run_dir, checkpoint_every=checkpoint_every, run=run, tensorboard=tensorboard, progress=progress)
+        self.history: list[dict[str, float]] = []
+        self._device = device
 
     @property
     def device(self) -> Any:
@@ -147,9 +252,6 @@ class LocalContext:
     def prepare_model(self, model: Any) -> Any:
         return model.to(self.device)
 
-    def prepare_data_loader(self, loader: Any) -> Any:
-        return loader
-
     @property
     def checkpoint_dir(self) -> Path:
         return self.run_dir / "checkpoint"
@@ -160,27 +262,96 @@ class LocalContext:
         state = load_state(self.checkpoint_dir)
         return state, int(state["_step"])
 
-    def report(self, step: int, metrics: Mapping[str, float], state: StateFn | None = None, *, final: bool = False) -> None:
-        row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
-        self.history.append(row)
-        if self._writer is not None:
-            for key, value in metrics.items():
-                self._writer.add_scalar(key, float(value), step)
-        due = final or (self.checkpoint_every > 0 and step > 0 and step % self.checkpoint_every == 0)
-        if state is not None and due:
-            save_state_atomically({**state(), "_step": step}, self.checkpoint_dir)
+    def _record(self, step: int, values: Mapping[str, float]) -> None:
+        self.history.append({"step": step, **values})
 
-    def log_images(self, step: int, tag: str, images: Any) -> None:
-        """``images``: array [N, H, W, C] or [H, W, C] in [0, 1]."""
-        if self._writer is None:
-            return
-        import numpy as np
+    def _save_checkpoint(self, state: Mapping[str, Any], metrics: dict[str, float], step: int) -> None:
+        save_state_atomically(state, self.checkpoint_dir)
 
-        array = np.asarray(images, dtype=np.float32)
-        if array.ndim == 3:
-            array = array[None]
-        self._writer.add_images(tag, array, step, dataformats="NHWC")
 
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
+class _RayContext(BaseContext):
+    """A context inside Ray: checkpoints are saved to a temporary folder and handed to Ray, which keeps
+    the last ``keep_checkpoints`` under the run (``checkpoint_*``)."""
+
+    def _save_checkpoint(self, state: Mapping[str, Any], metrics: dict[str, float], step: int) -> None:
+        with tempfile.TemporaryDirectory(prefix="dynagen-ckpt-") as directory:
+            save_state_atomically(state, Path(directory))
+            self._publish(metrics, directory, step)
+
+    def _read_checkpoint(self, checkpoint) -> tuple[Mapping[str, Any], int] | None:
+        if checkpoint is None:
+            return None
+        with checkpoint.as_directory() as directory:
+            state = load_state(Path(directory) / CHECKPOINT_FILE)
+        return state, int(state["_step"])
+
+
+class TrainContext(_RayContext):
+    """``ctx`` inside a Ray Train worker (torch).
+
+    Ray Train V2's controller drains each worker's one-slot report queue once per health check
+    (2 s), so every ``ray.train.report`` can stall a worker that long: Ray hears only of
+    checkpoints (and the final metrics), while every logged step goes from rank 0 straight to
+    TensorBoard and the results store. In a sweep, Tune (and ASHA) therefore see a multi-worker
+    trial's metrics at its checkpoint steps.
+    """
+
+    report_every_step = False
+
+    @property
+    def device(self) -> Any:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: Any) -> Any:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def prepare_data_loader(self, loader: Any) -> Any:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_data_loader(loader)
+
+    def restore(self) -> tuple[Mapping[str, Any], int] | None:
+        import ray.train
+
+        return self._read_checkpoint(ray.train.get_checkpoint())
+
+    def _publish(self, metrics: dict[str, float], checkpoint_dir: str | None, step: int) -> None:
+        import ray.train
+
+        # Every rank reports (Train V2 synchronises on it); only rank 0 carries the checkpoint.
+        if checkpoint_dir is None:
+            ray.train.report(metrics)
+        else:
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(checkpoint_dir), checkpoint_dir_name=f"checkpoint_{step:09d}")
+
+
+class TuneContext(_RayContext):
+    """``ctx`` inside a Tune function trial: JAX experiments and single-worker torch trials of a sweep;
+    ``device`` and ``prepare_model`` come from the experiment's backend."""
+
+    def __init__(self, run_dir: str | Path, *, backend: Any, use_gpu: bool, **kwargs: Any):
+        super().__init__(run_dir, **kwargs)
+        self.backend = backend
+        self._device = backend.device(use_gpu)
+
+    @property
+    def device(self) -> Any:
+        return self._device
+
+    def prepare_model(self, model: Any) -> Any:
+        return self.backend.prepare_model(model, self.device)
+
+    def restore(self) -> tuple[Mapping[str, Any], int] | None:
+        import ray.tune
+
+        return self._read_checkpoint(ray.tune.get_checkpoint())
+
+    def _publish(self, metrics: dict[str, float], checkpoint_dir: str | None, step: int) -> None:
+        import ray.tune
+
+        checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.tune.report(metrics, checkpoint=checkpoint)

@@ -1,19 +1,22 @@
 """The registry: the only thing the platform knows about models.
 
-An experiment is a validated config, a training function and an evaluation function.
-Models register in ``pyproject.toml`` under the ``dynagen.experiments`` entry-point group
-(one line: ``name = "dynagen.models.pkg.experiment:EXPERIMENT"``); tests and plugins may
-also call :func:`register`. Entry points are resolved lazily, so listing experiment names
-imports nothing heavy.
+An experiment is a declaration (docs/platform.md, "Registering an experiment"): a validated config,
+a training function, an evaluation function with its typed options, presets and a backend.
+Functions are named as ``"module:function"`` and imported on first call, so ``experiment.py``
+imports only pydantic. Models register in ``pyproject.toml`` under the ``dynagen.experiments``
+entry-point group (one line: ``name = "dynagen.models.pkg.experiment:EXPERIMENT"``); tests and
+plugins may also call :func:`register`. Entry points are resolved lazily, so listing experiment
+names imports nothing heavy.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from dynagen.platform.context import RunContext
@@ -29,12 +32,22 @@ class ExperimentConfig(BaseModel):
     seed: int = 0
 
 
+class EvaluateOptions(BaseModel):
+    """Options of ``dynagen evaluate`` (``--samples``, ``--option key=value``); an experiment subclasses it with
+    its own. None means the evaluate function's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    samples: Optional[int] = Field(None, ge=1, description="samples per test item (best-of-N where the experiment samples)")
+
+
 TrainFn = Callable[[Any, "RunContext"], Mapping[str, float]]
-"""``train(config, ctx) -> final metrics``. Runs in a Ray Train worker (torch) or a Tune trial (jax)."""
+"""``train(config, ctx) -> final metrics``. Runs in a Ray Train worker (torch), a Tune trial (jax) or locally."""
 
 EvaluateFn = Callable[..., Mapping[str, float]]
-"""``evaluate(config, state, out_dir, **options) -> metrics``; ``state`` is a checkpoint's dict. The metrics may
-hold one non-float entry, ``MANIFEST_KEY``: a JSON-serialisable description of what was scored and how."""
+"""``evaluate(config, state, out_dir, **options) -> metrics``; ``state`` is a checkpoint's dict, the options
+the fields of the experiment's :class:`EvaluateOptions`. The metrics may hold one non-float entry,
+``MANIFEST_KEY``: a JSON-serialisable description of what was scored and how."""
 
 MANIFEST_KEY = "manifest"
 
@@ -47,22 +60,72 @@ ImportFn = Callable[..., "tuple[ExperimentConfig, Mapping[str, Any]]"]
 elsewhere (e.g. the authors' released weights) as the config and checkpoint dict a training run would write."""
 
 
+class Function:
+    """A function named ``"package.module:name"``, imported on its first call (picklable by its name)."""
+
+    def __init__(self, target: Union[str, Callable]):
+        self.target = target
+        self._function = None if isinstance(target, str) else target
+
+    def load(self) -> Callable:
+        """The function, its module imported now if not yet."""
+        if self._function is None:
+            module, _, name = self.target.partition(":")
+            self._function = getattr(importlib.import_module(module), name)
+        return self._function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.load()(*args, **kwargs)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"target": self.target, "_function": None if isinstance(self.target, str) else self._function}
+
+    def __repr__(self) -> str:
+        return f"Function({self.target!r})"
+
+
+class Evaluation(Function):
+    """An evaluate function and its typed options: calls validate the options first."""
+
+    def __init__(self, target: Union[str, Callable], options: type[EvaluateOptions]):
+        super().__init__(target)
+        self.options = options
+
+    def __call__(self, config: Any, state: Mapping[str, Any], out_dir: Any, **options: Any) -> Mapping[str, float]:
+        values = self.options.model_validate(options)
+        return super().__call__(config, state, out_dir, **values.model_dump())
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "options": self.options}
+
+
 @dataclass(frozen=True)
 class Experiment:
     name: str
     config: type[ExperimentConfig]
-    train: TrainFn
-    evaluate: EvaluateFn | None = None
+    train: Union[str, TrainFn]
+    evaluate: Union[str, EvaluateFn, None] = None
+    evaluate_options: type[EvaluateOptions] = EvaluateOptions
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     backend: Literal["torch", "jax"] = "torch"
     description: str = ""
     # Extra comparisons ``dynagen results SWEEP --analysis NAME`` can print: each takes the
     # sweep's results table (pyarrow.Table, step and summary rows) and returns a table to print.
-    analyses: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    analyses: Mapping[str, Union[str, Callable[[Any], Any]]] = field(default_factory=dict)
     # The paper's published figures beside measured ones (``dynagen evaluate`` prints them).
-    published: PublishedFn | None = None
+    published: Union[str, PublishedFn, None] = None
     # Sources ``dynagen import EXPERIMENT DIR --format NAME`` reads (the first is the default).
-    importers: Mapping[str, ImportFn] = field(default_factory=dict)
+    importers: Mapping[str, Union[str, ImportFn]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        as_function = lambda f: f if isinstance(f, Function) else Function(f)  # noqa: E731
+        object.__setattr__(self, "train", as_function(self.train))
+        if self.evaluate is not None and not isinstance(self.evaluate, Evaluation):
+            object.__setattr__(self, "evaluate", Evaluation(self.evaluate, self.evaluate_options))
+        object.__setattr__(self, "analyses", {name: as_function(f) for name, f in self.analyses.items()})
+        if self.published is not None:
+            object.__setattr__(self, "published", as_function(self.published))
+        object.__setattr__(self, "importers", {name: as_function(f) for name, f in self.importers.items()})
 
 
 _registered: dict[str, Experiment] = {}
@@ -97,4 +160,3 @@ def get(name: str) -> Experiment:
     if not isinstance(experiment, Experiment):
         raise TypeError(f"entry point {name!r} must point to a dynagen.platform.registry.Experiment")
     return register(experiment)
-

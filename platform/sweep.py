@@ -245,83 +245,20 @@ def _search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     return {}, searcher, spec.num_trials()
 
 
-def _summary_callback_class():
-    import ray.tune
-    from ray.tune.result import AUTO_RESULT_KEYS
-
-    from dynagen.platform.launch import COMPLETED_KEY, DIVERGED_KEY, REASON_KEY, trial_params
-    from dynagen.platform.results import ResultsWriter, read_summary
-
-    class SummaryCallback(ray.tune.Callback):
-        """Writes each trial's summary row from the driver (statuses: :mod:`dynagen.platform.results`) and
-        prints one line for a trial that diverged or failed."""
-
-        def __init__(self, experiment, settings, max_t: int | None):
-            self.experiment, self.settings, self.max_t = experiment, settings, max_t
-
-        def _outcome(self, trial, ended: str) -> tuple[str, str | None]:
-            """``(status, reason)``: ``ended`` is what Tune saw, ``completed`` (returned or stopped) or ``error``."""
-            result = trial.last_result or {}
-            if result.get(DIVERGED_KEY):
-                return "diverged", result.get(REASON_KEY)
-            if ended == "error":
-                error = (trial.get_error() or "").strip().splitlines()
-                return "error", error[-1] if error else None
-            reached_max_t = self.max_t is not None and result.get("step", -1) >= self.max_t  # ASHA's own stop rule
-            return ("completed" if result.get(COMPLETED_KEY) or reached_max_t else "stopped"), None
-
-        def _write(self, trial, ended: str) -> None:
-            trial_id = self.settings.trial_id or trial.trial_id
-            previous = read_summary(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id)
-            if previous is not None and previous["status"] == "completed":
-                return  # finished before an interruption; its row stands
-            status, reason = self._outcome(trial, ended)
-            result = trial.last_result or {}
-            values = deep_merge(self.settings.fixed, trial_params(trial.config, self.settings.seeds))
-            config = self.experiment.config.model_validate(values)
-            writer = ResultsWriter(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id,
-                                   config.model_dump(mode="json"), config.seed)
-            # Only a trial that ran (to its end, or until the scheduler stopped it) has results; the last values
-            # before a divergence or an error are not.
-            metrics = {} if status in ("diverged", "error") else {
-                k: v for k, v in result.items() if k not in (COMPLETED_KEY, REASON_KEY) and k not in AUTO_RESULT_KEYS}
-            writer.write_summary(status, int(result.get("step", -1)), metrics, reason=reason)
-            if reason:
-                print(f"trial {trial_id} {status}: {reason}", flush=True)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self._write(trial, "completed")
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self._write(trial, "error")
-
-    return SummaryCallback
-
-
-def summary_callback(experiment, settings, max_t: int | None = None):
-    """The callback writing trials' summary rows; ``max_t``: the scheduler's, a trial reaching it is complete."""
-    return _summary_callback_class()(experiment, settings, max_t)
-
-
-def trial_resources(settings, backend: str) -> dict[str, float]:
-    """Resources of one Tune trial. A Ray Train trial's driver holds no CPU (its workers reserve
-    ``cpu``/``gpu`` each through the TorchTrainer's ScalingConfig), only a little memory: Tune
-    needs a non-empty request."""
-    if backend == "torch" and settings.workers > 1:
-        return {"cpu": 0, "gpu": 0, "memory": 64 * 1024**2}
-    return {"cpu": settings.cpus_per_worker, "gpu": settings.gpus_per_worker}
-
-
 def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None):
     """Run (or with ``resume``, restore) the sweep; returns Tune's ResultGrid. Rows go to
     ``<storage>/<name>/results``; Tune's own state and trial checkpoints to ``<storage>/<name>``."""
     from ray import tune
 
-    from dynagen.platform.launch import RunSettings, ensure_ray, tune_trial
+    from dynagen.platform.backends import backend_of
+    from dynagen.platform.launch import tune_trial
     from dynagen.platform.registry import get
     from dynagen.platform.results import compact_results, join, resolve_storage
+    from dynagen.platform.run import RunSettings, summary_callback
+    from dynagen.platform.runtime import ensure_ray
 
     experiment = get(spec.experiment)
+    backend = backend_of(experiment)
     filesystem, base, canonical = resolve_storage(storage)
     settings = RunSettings(
         storage=canonical, sweep_id=spec.name, trial_id="", run_name="", checkpoint_every=spec.checkpoint_every,
@@ -342,7 +279,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
     ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
                 "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")})
     trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
-                                    trial_resources(settings, experiment.backend))
+                                    backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
     if resume:
         tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
     else:
@@ -358,7 +295,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
             tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
                                         num_samples=num_samples, max_concurrent_trials=max_concurrent or spec.max_concurrent,
                                         # in-process trials reuse their worker process (imports paid once)
-                                        reuse_actors=not (experiment.backend == "torch" and spec.resources.workers > 1)),
+                                        reuse_actors=not backend.in_trainer(workers, single_run=False)),
             run_config=tune.RunConfig(
                 name=spec.name, storage_path=canonical,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),

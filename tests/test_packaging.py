@@ -20,6 +20,8 @@ def test_wheel_maps_the_three_folders_into_dynagen(tmp_path):
     # Build from a copy of the sources: setuptools leaves a build/ folder behind that later builds reuse.
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "__pycache__", "*.egg-info"))
+    # A new model package is discovered, not listed: a copy of one ships without editing pyproject.toml.
+    shutil.copytree(source / "models" / "gantk", source / "models" / "newcomer")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(source)],
         check=True,
@@ -32,6 +34,7 @@ def test_wheel_maps_the_three_folders_into_dynagen(tmp_path):
     assert "dynagen/models/srvp/model.py" in names
     assert "dynagen/models/pde/model.py" in names
     assert "dynagen/models/gantk/experiment.py" in names
+    assert "dynagen/models/newcomer/experiment.py" in names
     assert "dynagen/search_spaces/activations.yaml" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -169,7 +169,7 @@ def direct_render(images, trajectories) -> np.ndarray:
 def test_mnist_swap_targets_are_new_digits_on_the_own_trajectory():
     """§4: content from new digits on trajectory N−1−i; targets = the same digits on trajectory i, both assignments."""
     from dynagen.models.moving_mnist import make_test_set
-    from dynagen.models.pde.evaluation import swap_batch
+    from dynagen.models.pde.evaluate import swap_batch
     from dynagen.models.pde.experiment import PRESETS, PDEConfig
 
     config = PDEConfig(**PRESETS["mnist"])

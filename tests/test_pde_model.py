@@ -213,7 +213,7 @@ def test_bad_configs_name_the_field_and_allowed_values():
 
 def test_epoch_presets_convert_to_steps_and_lr_schedule_is_per_epoch():
     from dynagen.models.pde.experiment import steps_for
-    from dynagen.models.pde.training import lr_at
+    from dynagen.models.pde.train import lr_at
 
     wave = PDEConfig(**PRESETS["wave"])
     assert steps_for(wave, 30_240) == 250 * 237  # 250 epochs of ceil(30,240 / 128) iterations

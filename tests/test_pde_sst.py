@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dynagen.models.pde.data import SST
-from dynagen.models.pde.evaluation import temperature_scores
+from dynagen.models.pde.evaluate import temperature_scores
 from dynagen.models.pde.experiment import EXPERIMENT, PRESETS, PDEConfig
 from dynagen.models.pde.model import build_model
 from tests.test_pde_metrics import reference_ssim

@@ -58,6 +58,29 @@ def test_resume_continues_after_the_checkpoint(trained, tmp_path):
     assert [row["step"] for row in ctx.history] == [70]
 
 
+def test_a_resume_keeps_the_best_validation_score(trained, tmp_path):
+    # The best score is part of the checkpointed state, so after a resume a first validation worse than the best
+    # before the interruption leaves best/ alone. Validation PSNR is clamped at 100 dB, so a stored best of 100
+    # cannot be beaten; without a stored score (as before the fix) the same resumed run overwrites best/.
+    config, run_dir, _, _ = trained
+    state = load_state(run_dir / "checkpoint")
+    assert state["best_score"] == load_state(run_dir / "best")["best_score"]  # the one validation so far (step 60)
+    for stored, best_step in ((100.0, 60), (None, 70)):
+        folder = tmp_path / str(stored)
+        for name in ("checkpoint", "best"):
+            (folder / name).mkdir(parents=True)
+            (folder / name / "state.pt").write_bytes((run_dir / name / "state.pt").read_bytes())
+        saved = load_state(folder / "checkpoint")
+        if stored is None:
+            del saved["best_score"]
+        else:
+            saved["best_score"] = stored
+        torch.save(saved, folder / "checkpoint" / "state.pt")
+        EXPERIMENT.train(config.model_copy(update={"steps": 70}), LocalContext(folder, tensorboard=False))
+        assert load_state(folder / "best")["_step"] == best_step
+    assert load_state(tmp_path / "100.0" / "checkpoint")["best_score"] == 100.0
+
+
 def test_a_diverged_run_stops_without_checkpointing_it(trained, tmp_path):
     config, run_dir, _, _ = trained
     state = load_state(run_dir / "checkpoint")

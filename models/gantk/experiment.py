@@ -1,4 +1,4 @@
-"""GAN(TK)² as a dynagen experiment: config, presets, train and evaluate (spec: shared/specs/gantk.md).
+"""GAN(TK)² as a dynagen experiment: config, presets, train and evaluate (Franceschi et al., ICML 2022).
 
 Particles x_i are pushed by a discriminator that is either a finite network (``width > 0``, spec §2)
 or its infinite-width limit (``width == 0``: the analytic NTK/NNGP kernel of the *same* stax
@@ -14,7 +14,6 @@ and is imported inside :func:`train` and :func:`evaluate`.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
@@ -162,62 +161,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def train(config: GanNtkConfig, ctx) -> dict[str, float]:
-    started = time.perf_counter()
-    from dynagen.models.gantk.run import Timings, train_particles
-
-    timings = Timings()
-    timings.seconds["imports"] = time.perf_counter() - started  # JAX and neural-tangents: once per process
-    return train_particles(config, ctx, timings)
-
-
-def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, Any]:
-    """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature."""
-    import numpy as np
-
-    from dynagen.models.gantk.run import evaluate_particles
-    from dynagen.models.manifest import arrays_sha256, library_versions
-
-    results: dict[str, Any] = dict(evaluate_particles(config, state, out_dir, samples=samples))
-    results["manifest"] = {
-        "test_set": {"target": config.target, "n_targets": config.n_targets, "seed": config.seed,
-                     "sha256": arrays_sha256([np.asarray(state["targets"])]),
-                     "fresh_targets": None if not samples else {"seed": config.seed + 1, "n": int(samples)}},
-        "samples": {"n": config.n_particles, "best_of_n": "none: every particle"},
-        "metrics": {"sinkhorn": f"geomloss SamplesLoss('sinkhorn', p=2, blur={config.sinkhorn_blur}, scaling=0.95), float32",
-                    "energy": "geomloss SamplesLoss('energy'): E|x-y| - E|x-x'|/2 - E|y-y'|/2 (V-statistics)",
-                    "mmd2": f"analytic {config.kernel} kernel of the discriminator, V-statistics"},
-        "versions": library_versions("jax", "neural-tangents", "geomloss", "torch"),
-    }
-    return results
-
-
-def published(config: GanNtkConfig, metrics, manifest):
-    from dynagen.models.gantk.published import compare
-
-    return compare(config, metrics, manifest)
-
-
-def _paper(table):
-    from dynagen.models.gantk.published import paper
-
-    return paper(table)
-
-
-def _agreement(table):
-    from dynagen.models.gantk.analyses import agreement
-
-    return agreement(table)
-
-
 EXPERIMENT = Experiment(
     name="gan-ntk",
     config=GanNtkConfig,
-    train=train,
-    evaluate=evaluate,
+    train="dynagen.models.gantk.train:train",
+    evaluate="dynagen.models.gantk.evaluate:evaluate",
     presets=PRESETS,
     backend="jax",
     description="GAN(TK)²: particle flows driven by finite and infinite-width (NTK) discriminators",
-    analyses={"agreement": _agreement, "paper": _paper},
-    published=published,
+    analyses={"agreement": "dynagen.models.gantk.analyses:agreement", "paper": "dynagen.models.gantk.published:paper"},
+    published="dynagen.models.gantk.published:compare",
 )

@@ -1,4 +1,4 @@
-"""Figures written atomically (temp file + os.replace) as PNG; each also returns the RGB image.
+"""Figures written atomically (models/artifacts.py) as PNG; each also returns the RGB image.
 
 * 2-D (spec §5): targets (orange), particles (magenta), heat map of the per-point generator loss ℓ
   on a grid over the scatter extent, and arrows −∇ℓ at the particles;
@@ -9,28 +9,19 @@
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from dynagen.models.artifacts import save_figure
+
 
 def _save(figure, path: Path) -> np.ndarray:
     """Render ``figure`` to PNG bytes, write them atomically, return the image [H, W, 3] in [0, 1]."""
-    import matplotlib.pyplot as plt
     from PIL import Image
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(tmp, path)
-    buffer.seek(0)
-    return np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32) / 255.0
+    data = save_figure(path, figure, dpi=100)
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255.0
 
 
 def grid_2d(x: np.ndarray, y: np.ndarray, n: int = 40, margin: float = 0.1) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Experiment ``pde``: PDE-driven spatiotemporal disentanglement (spec /shared/specs/pde.md, issue 5).
+"""Experiment ``pde``: PDE-driven spatiotemporal disentanglement (Donà et al., ICLR 2021).
 
 Config defaults are the WaveEq configuration of spec §6; presets give the other data sets and
 ``wave-cpu``, the small CPU version of §8. This module imports only pydantic at top level; torch and
@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dynagen.platform.registry import Experiment, ExperimentConfig
+from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig
 
 
 class PDEConfig(ExperimentConfig):
@@ -142,38 +142,27 @@ PRESETS = {
 }
 
 
-def train(config: PDEConfig, ctx) -> dict[str, float]:
-    from dynagen.models.pde.training import train_loop
+class PDEEvaluateOptions(EvaluateOptions):
+    """Options of ``dynagen evaluate pde`` (None = ``evaluate.py``'s default)."""
 
-    return train_loop(config, ctx)
-
-
-def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
-             horizon: int | None = None, device: str | None = None) -> dict[str, float]:
-    """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature.
-    None = ``evaluate_checkpoint``'s default."""
-    from dynagen.models.pde.evaluation import evaluate_checkpoint
-
-    return evaluate_checkpoint(config, state, out_dir, samples=samples, batch_size=batch_size, horizon=horizon, device=device)
+    batch_size: int | None = Field(None, ge=1, description="test windows per batch (256, the original's)")
+    horizon: int | None = Field(None, ge=1, description="forecast steps scored (default: the config's test_horizon)")
+    device: str | None = Field(None, description="cpu, cuda ... (default: the first GPU, else the CPU)")
 
 
 def steps_for(config: PDEConfig, train_windows: int) -> int:
     return config.epochs * math.ceil(train_windows / config.batch_size) if config.epochs else config.steps
 
 
-def published(config: PDEConfig, metrics, manifest):
-    from dynagen.models.pde.published import compare
-
-    return compare(config, metrics, manifest)
-
 
 EXPERIMENT = Experiment(
     name="pde",
     config=PDEConfig,
-    train=train,
-    evaluate=evaluate,
+    train="dynagen.models.pde.train:train",
+    evaluate="dynagen.models.pde.evaluate:evaluate",
+    evaluate_options=PDEEvaluateOptions,
     presets=PRESETS,
     backend="torch",
     description="PDE-driven spatiotemporal disentanglement (E_S → w, E_T → y, dy/dt = f(y), u = D(w, y))",
-    published=published,
+    published="dynagen.models.pde.published:compare",
 )

@@ -27,7 +27,7 @@ def psnr_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor,
                    value_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """(B, T) SSIM; ``value_range`` = (low, high) min-max scales both first (SST, models/pde/evaluation.py)."""
+    """(B, T) SSIM; ``value_range`` = (low, high) min-max scales both first (SST, models/pde/evaluate.py)."""
     return ssim(pred, target, "pde", value_range)
 
 

@@ -6,13 +6,12 @@ first (repeated in both rows) and then the horizon. WaveEq-100 point vectors are
 
 from __future__ import annotations
 
-import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from dynagen.models import artifacts
 
 PAD = 1
 
@@ -44,43 +43,22 @@ def prediction_grid(cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor
     return rows.transpose(0, 2, 1, 3, 4).reshape(r * h, t * w, c)
 
 
-def _write_atomically(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def _uint8(image: np.ndarray) -> np.ndarray:
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
 
 
-def save_png(image: np.ndarray, path: str | Path) -> Path:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(_uint8(image)).save(buffer, format="PNG")
-    return _write_atomically(Path(path), buffer.getvalue())
+def save_png(path: str | Path, image: np.ndarray) -> Path:
+    """``image`` [H, W, 3] in [0, 1]."""
+    return artifacts.save_png(path, _uint8(image))
 
 
-def save_gif(cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, path: str | Path, max_sequences: int = 4, scale: int = 2) -> Path:
+def save_gif(path: str | Path, cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, max_sequences: int = 4, scale: int = 2) -> Path:
     """One GIF frame per time step: ground truth (top row) and prediction (bottom row) per sequence."""
-    from PIL import Image
-
     n = min(max_sequences, cond.shape[0])
     truth = to_images(torch.cat([cond[:n], target[:n]], 1))  # (n, T, h, w, 3)
     guess = to_images(torch.cat([cond[:n], pred[:n]], 1))
     frames = []
     for t in range(truth.shape[1]):
         top, bottom = np.concatenate(list(truth[:, t]), 1), np.concatenate(list(guess[:, t]), 1)
-        image = Image.fromarray(_uint8(np.concatenate([top, bottom], 0)))
-        frames.append(image.resize((image.width * scale, image.height * scale), Image.NEAREST))
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=120, loop=0)
-    return _write_atomically(Path(path), buffer.getvalue())
+        frames.append(_uint8(np.concatenate([top, bottom], 0)))
+    return artifacts.save_gif(path, frames, scale=scale, ms_per_frame=120)

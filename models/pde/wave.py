@@ -26,14 +26,14 @@ Run ``python -m dynagen.models.pde.wave OUT_DIR`` to write sequences in the orig
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torchdiffeq import odeint
+
+from dynagen.models.artifacts import save_torch
 
 GRID = 64
 BORDER = 2
@@ -149,10 +149,7 @@ def write_original_format(out_dir: str | Path, n_sequences: int = 300, seed: int
     amplitudes, speeds = draw_parameters(n_sequences, seed)
     for i in range(n_sequences):
         raw = simulate(speeds[i : i + 1], amplitudes[i : i + 1])[0]
-        fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"simul": raw, "c": float(speeds[i])}, handle)
-        os.replace(tmp, out_dir / f"homogenous_wave{i}.pt")
+        save_torch(out_dir / f"homogenous_wave{i}.pt", {"simul": raw, "c": float(speeds[i])})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from dynagen.models import moving_mnist
 from dynagen.models.moving_mnist import VIRTUAL_LENGTH  # §3, also the on-the-fly Moving MNIST length
 from dynagen.models.training_data import EpochDataset
 
@@ -163,3 +164,23 @@ def collate(videos: Sequence[np.ndarray]) -> torch.Tensor:
     if batch.ndim == 4:
         batch = batch[..., None]
     return batch.permute(1, 0, 4, 2, 3).float().div_(255)
+
+
+def make_dataset(config, split: str, seq_len: int) -> tuple[torch.utils.data.Dataset, str]:
+    """``split``: 'train' / 'val' (the §3 95/5 fold of the training items) or 'test'; returns (dataset, description)."""
+    if config.dataset in ("smmnist", "mmnist"):
+        digits, _, source = moving_mnist.digits_for(config.data_dir, split != "test", config.digit_size)
+        if split != "test":
+            digits = digits[train_val_split(len(digits), split)]
+        seed = config.seed if split == "train" else 1
+        dataset = moving_mnist.MovingMNIST(digits, config.nx, seq_len, config.max_speed, config.deterministic,
+                                           config.ndigits, seed=seed)
+        return dataset, f"{'deterministic' if config.deterministic else 'stochastic'} Moving MNIST from {source}"
+    train = split != "test"
+    if config.dataset == "kth":
+        dataset = KTH(config.data_dir, seq_len, train, config.nx, config.seed)
+    elif config.dataset == "human":
+        dataset = Human36M(config.data_dir, seq_len, train, config.subsampling, config.nx, config.seed)
+    else:
+        dataset = BAIR(config.data_dir, seq_len, train, config.seed)
+    return dataset, f"{config.dataset} from {config.data_dir}"

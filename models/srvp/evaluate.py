@@ -9,16 +9,14 @@ clips only and the number of infinite ones is reported.
 
 from __future__ import annotations
 
-import csv
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from dynagen.models.artifacts import save_csv, save_figure
 from dynagen.models import moving_mnist
 from dynagen.models.manifest import arrays_sha256, file_sha256, library_versions
 from dynagen.models.ssim import CONVENTIONS
@@ -26,7 +24,7 @@ from dynagen.models.srvp import data as srvp_data
 from dynagen.models.srvp import metrics as M
 from dynagen.models.srvp import visualize
 from dynagen.models.srvp.model import SRVP
-from dynagen.models.srvp.train import make_dataset
+from dynagen.models.srvp.data import make_dataset
 
 log = logging.getLogger(__name__)
 TEST_SEED, TEST_BATCH_SIZE = 1, 16  # §4
@@ -72,15 +70,6 @@ def sample_predictions(model, x: torch.Tensor, nt_cond: int, n_samples: int, n_e
                         for _ in range(n_samples)])
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".csv")
-    with os.fdopen(fd, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def _plot_curves(path: Path, curves: dict[str, np.ndarray], metric: str, nt_cond: int) -> None:
     import matplotlib
 
@@ -94,11 +83,7 @@ def _plot_curves(path: Path, curves: dict[str, np.ndarray], metric: str, nt_cond
     ax.set_ylabel(metric)
     ax.legend()
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(path, fig, dpi=120)
 
 
 def _finite_mean(values: np.ndarray) -> tuple[float, int]:
@@ -186,7 +171,7 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
     if fvd_net is not None:
         results["fvd/model"] = M.frechet_distance(*(np.concatenate(e) for e in fvd_embeddings))
 
-    _write_csv(out_dir / "per_frame.csv", ["frame"] + list(frame_rows),
+    save_csv(out_dir / "per_frame.csv", ["frame"] + list(frame_rows),
                [[nt_cond + 1 + t] + [float(frame_rows[k][t]) for k in frame_rows] for t in range(n_pred)])
     for metric in ("psnr", "ssim"):
         _plot_curves(out_dir / f"per_frame_{metric}.png",

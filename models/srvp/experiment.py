@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from dynagen.platform.registry import Experiment, ExperimentConfig
+from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig
 
 Dataset = Literal["smmnist", "mmnist", "kth", "human", "bair"]  # mmnist = deterministic Moving MNIST
 
@@ -119,44 +119,26 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def train(config: SRVPConfig, ctx) -> dict[str, float]:
-    from dynagen.models.srvp.train import train as run
+class SRVPEvaluateOptions(EvaluateOptions):
+    """Options of ``dynagen evaluate srvp`` (the §4 test protocol; ``evaluate.py`` documents them, None = its default)."""
 
-    return run(config, ctx)
-
-
-def evaluate(config: SRVPConfig, state, out_dir, *, samples: Optional[int] = None, n_test: Optional[int] = None,
-             batch_size: Optional[int] = None, device: Optional[str] = None, n_euler_steps_test: Optional[int] = None,
-             lpips: Optional[str] = None, fvd: Optional[str] = None) -> dict[str, float]:
-    """The §4 test protocol (``evaluate.py`` documents the options; None = its default). The options are named here,
-    not passed as ``**options``, because `dynagen evaluate` checks ``--option`` names against this signature."""
-    from dynagen.models.srvp.evaluate import evaluate as run
-
-    return run(config, state, out_dir, samples=samples, n_test=n_test, batch_size=batch_size, device=device,
-               n_euler_steps_test=n_euler_steps_test, lpips=lpips, fvd=fvd)
-
-
-def import_released(source, weights: Optional[str] = None):
-    """The original code's released model directory ``source`` as (config, checkpoint state): released.py."""
-    from dynagen.models.srvp.released import import_released as run
-
-    return run(source, weights)
-
-
-def published(config: SRVPConfig, metrics, manifest):
-    from dynagen.models.srvp.published import compare
-
-    return compare(config, metrics, manifest)
+    n_test: Optional[int] = Field(None, ge=1, description="test clips (all by default)")
+    batch_size: Optional[int] = Field(None, ge=1, description="clips per evaluation batch (16)")
+    device: Optional[str] = Field(None, description="cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU)")
+    n_euler_steps_test: Optional[int] = Field(None, ge=1, description="Euler sub-steps per frame at test time")
+    lpips: Optional[str] = Field(None, description="TorchScript file of the LPIPS network")
+    fvd: Optional[str] = Field(None, description="TorchScript file of the I3D network")
 
 
 EXPERIMENT = Experiment(
     name="srvp",
     config=SRVPConfig,
-    train=train,
-    evaluate=evaluate,
+    train="dynagen.models.srvp.train:train",
+    evaluate="dynagen.models.srvp.evaluate:evaluate",
+    evaluate_options=SRVPEvaluateOptions,
     presets=PRESETS,
     backend="torch",
     description="Stochastic Latent Residual Video Prediction (Franceschi et al. 2020) on Moving MNIST, KTH, Human3.6M, BAIR",
-    importers={"released": import_released},
-    published=published,
+    importers={"released": "dynagen.models.srvp.released:import_released"},
+    published="dynagen.models.srvp.published:compare",
 )

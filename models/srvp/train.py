@@ -10,32 +10,13 @@ import torch
 from dynagen.models import moving_mnist, training_data
 from dynagen.models.srvp import data as srvp_data
 from dynagen.models.srvp import visualize
+from dynagen.models.srvp.data import make_dataset
 from dynagen.models.srvp.loss import make_optimizer, optimizer_step, srvp_loss
 from dynagen.models.srvp.metrics import best_of_n, frame_psnr
 from dynagen.models.srvp.model import SRVP
-from dynagen.platform.context import Diverged, save_state_atomically
+from dynagen.models.torch_training import BestCheckpoint, all_finite, load_training_state, stop_if_diverged, sync_batchnorm
 
 log = logging.getLogger(__name__)
-
-
-def make_dataset(config, split: str, seq_len: int) -> tuple[torch.utils.data.Dataset, str]:
-    """``split``: 'train' / 'val' (the §3 95/5 fold of the training items) or 'test'; returns (dataset, description)."""
-    if config.dataset in ("smmnist", "mmnist"):
-        digits, _, source = moving_mnist.digits_for(config.data_dir, split != "test", config.digit_size)
-        if split != "test":
-            digits = digits[srvp_data.train_val_split(len(digits), split)]
-        seed = config.seed if split == "train" else 1
-        dataset = moving_mnist.MovingMNIST(digits, config.nx, seq_len, config.max_speed, config.deterministic,
-                                           config.ndigits, seed=seed)
-        return dataset, f"{'deterministic' if config.deterministic else 'stochastic'} Moving MNIST from {source}"
-    train = split != "test"
-    if config.dataset == "kth":
-        dataset = srvp_data.KTH(config.data_dir, seq_len, train, config.nx, config.seed)
-    elif config.dataset == "human":
-        dataset = srvp_data.Human36M(config.data_dir, seq_len, train, config.subsampling, config.nx, config.seed)
-    else:
-        dataset = srvp_data.BAIR(config.data_dir, seq_len, train, config.seed)
-    return dataset, f"{config.dataset} from {config.data_dir}"
 
 
 def validation_batches(config, n_batches: int) -> list[torch.Tensor]:
@@ -89,23 +70,18 @@ def train(config, ctx) -> dict[str, float]:
         torch.backends.cudnn.benchmark = True  # §3: input shapes are fixed, so the fastest conv kernels are kept
         torch.backends.cudnn.deterministic = ctx.world_size > 1  # §3: as the original, in distributed mode only
 
-    model = SRVP.from_config(config)
-    if ctx.world_size > 1 and on_gpu:
-        # §3: BatchNorm statistics over the global batch. PyTorch's SyncBatchNorm only runs on accelerators, so
-        # CPU DDP (tests, laptops) keeps per-worker statistics.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batchnorm(SRVP.from_config(config), ctx)  # §3: BatchNorm statistics over the global batch
     model.to(device)
     optimizer, scheduler = make_optimizer(model.parameters(), config.lr, config.lr_scheduling_n_iter)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    best = BestCheckpoint(ctx.run_dir / "best")  # §3 model_best.pt: best validation score so far
     start = 1
     restored = ctx.restore()
     if restored is not None:
         state, step = restored
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state["scaler"]:  # empty when saved without AMP (or on CPU): a resume with AMP starts a fresh scale
-            scaler.load_state_dict(state["scaler"])
+        # the scaler's state is empty when saved without AMP (or on CPU): a resume with AMP starts a fresh scale
+        load_training_state(state, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler)
+        best.load(state)
         start = step + 1
     core = model
     model = ctx.prepare_model(model)
@@ -120,11 +96,10 @@ def train(config, ctx) -> dict[str, float]:
         say("srvp: training on %s; %d parameters; local batch %d x %d workers", description,
                  sum(p.numel() for p in core.parameters()), local_batch, ctx.world_size)
     val_batches = validation_batches(config, config.n_iter_test) if ctx.is_main else []
-    best_val = -float("inf")
 
     def state():
         return {"model": core.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "config": config.model_dump(), "data": description}
+                "scaler": scaler.state_dict(), "config": config.model_dump(), "data": description, **best.state()}
 
     metrics: dict[str, float] = {}
     sums: dict[str, float] = {}
@@ -147,14 +122,10 @@ def train(config, ctx) -> dict[str, float]:
             sums = {}
             # Parameters, not the loss: under AMP a non-finite loss is an fp16 overflow whose step GradScaler skips;
             # non-finite weights mean the run diverged, and it stops before a checkpoint could keep them.
-            if not torch.stack([p.isfinite().all() for p in core.parameters()]).all():
-                raise Diverged(f"srvp: non-finite weights at step {step} (train/loss {metrics['train/loss']}): "
-                               "training diverged; resume from the last checkpoint with a lower lr", step)
+            stop_if_diverged(all_finite(core), "srvp", "non-finite weights", step, f" (train/loss {metrics['train/loss']})")
             if ctx.is_main and (step % config.val_interval == 0 or last):
-                metrics["val/psnr"], (truth, best) = validate(core, val_batches, config, device)
-                save_samples(ctx, step, truth, best, config.nt_cond)
-                if metrics["val/psnr"] > best_val:  # §3 model_best.pt: best validation score so far
-                    best_val = metrics["val/psnr"]
-                    save_state_atomically({**state(), "_step": step}, ctx.run_dir / "best")
+                metrics["val/psnr"], (truth, chosen) = validate(core, val_batches, config, device)
+                save_samples(ctx, step, truth, chosen, config.nt_cond)
+                best.offer(metrics["val/psnr"], step, state, config)
             ctx.report(step, metrics, state=state, final=last)
     return metrics

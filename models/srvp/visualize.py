@@ -6,13 +6,13 @@ frames a red one, so the boundary between observed and generated frames is visib
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from dynagen.models import artifacts
 
 BORDER = 1
 COND_COLOUR, PRED_COLOUR = (40, 200, 40), (220, 40, 40)
@@ -61,27 +61,9 @@ def gif_frames(panels: Sequence[tuple[str, np.ndarray]], nt_cond: int) -> list[n
     return frames
 
 
-def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def save_png(path: str | Path, image: np.ndarray, scale: int = 2) -> Path:
-    picture = Image.fromarray(image)
-    picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
-    return _atomic(Path(path), lambda tmp: picture.save(tmp, format="PNG"))
+    return artifacts.save_png(path, image, scale)
 
 
 def save_gif(path: str | Path, frames: Sequence[np.ndarray], scale: int = 2, ms_per_frame: int = 200) -> Path:
-    pictures = [Image.fromarray(f) for f in frames]
-    pictures = [p.resize((p.width * scale, p.height * scale), Image.Resampling.NEAREST) for p in pictures]
-    return _atomic(Path(path), lambda tmp: pictures[0].save(tmp, format="GIF", save_all=True,
-                                                            append_images=pictures[1:], duration=ms_per_frame, loop=0))
+    return artifacts.save_gif(path, frames, scale, ms_per_frame)

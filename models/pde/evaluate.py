@@ -32,18 +32,15 @@ The full per-horizon curves go to ``out_dir/mse_per_horizon.csv``; ``predictions
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
+from dynagen.models.artifacts import save_csv
 from dynagen.models import moving_mnist
 from dynagen.models.manifest import library_versions
 from dynagen.models.ssim import CONVENTIONS
@@ -95,19 +92,12 @@ def temperature_scores(test: SST, indices: list[int], pred: torch.Tensor, target
 
 
 def _write_csv(path: Path, curves: dict[str, np.ndarray]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["horizon", *curves])
-    for k in range(len(next(iter(curves.values())))):
-        writer.writerow([k + 1, *(f"{c[k]:.6e}" for c in curves.values())])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(buffer.getvalue())
-    os.replace(tmp, path)
+    rows = [[k + 1, *(f"{c[k]:.6e}" for c in curves.values())] for k in range(len(next(iter(curves.values()))))]
+    save_csv(path, ["horizon", *curves], rows)
 
 
 @torch.no_grad()
-def evaluate_checkpoint(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
+def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
                         horizon: int | None = None, device: str | None = None) -> dict[str, float]:
     """Scores ``samples`` random test windows (all by default) in batches of ``batch_size`` (256, the original's)
     over ``horizon`` steps (the config's test_horizon by default)."""
@@ -183,8 +173,8 @@ def evaluate_checkpoint(config: PDEConfig, state, out_dir, samples: int | None =
 
     _write_csv(out_dir / "mse_per_horizon.csv", curves)
     cond, target, pred = first_batch
-    visualize.save_png(visualize.prediction_grid(cond, target, pred), out_dir / "predictions.png")
-    visualize.save_gif(cond, target, pred, out_dir / "predictions.gif")
+    visualize.save_png(out_dir / "predictions.png", visualize.prediction_grid(cond, target, pred))
+    visualize.save_gif(out_dir / "predictions.gif", cond, target, pred)
     source = getattr(test, "source", None) or (f"data_dir {config.data_dir}" if config.data_dir else
                                                  f"simulated: {config.n_sequences} sequences, data_seed {config.data_seed}")
     results["manifest"] = {

@@ -20,7 +20,7 @@ from dynagen.models.pde.experiment import PDEConfig, steps_for
 from dynagen.models.pde.loss import draw_ae_time, separable_losses, total_loss
 from dynagen.models.pde.model import SeparableNetwork, build_model
 from dynagen.models.pde import visualize
-from dynagen.platform.context import Diverged
+from dynagen.models.torch_training import load_training_state, stop_if_diverged, sync_batchnorm
 
 
 def unwrap(model) -> SeparableNetwork:
@@ -51,29 +51,25 @@ def log_predictions(model: SeparableNetwork, config: PDEConfig, batch, ctx, step
     model.train(was_training)
     grid = visualize.prediction_grid(cond, target, pred)
     ctx.log_images(step, "predictions/train", grid)
-    visualize.save_png(grid, ctx.run_dir / f"predictions_step{step:07d}.png")
+    visualize.save_png(ctx.run_dir / f"predictions_step{step:07d}.png", grid)
 
 
-def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
+def train(config: PDEConfig, ctx) -> dict[str, float]:
     torch.manual_seed(config.seed + ctx.rank)
     rng = np.random.default_rng([config.seed, ctx.rank])
     tau, offset = config.nt_cond, config.resolved_offset
 
-    model = build_model(config)
-    if ctx.world_size > 1 and torch.device(ctx.device).type == "cuda":
-        # BatchNorm statistics over the global batch, as SRVP (models/srvp/train.py). PyTorch's SyncBatchNorm only
-        # runs on accelerators, so CPU DDP (tests, laptops) keeps per-worker statistics.
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batchnorm(build_model(config), ctx)  # BatchNorm statistics over the global batch, as SRVP
     model.to(ctx.device)  # before the optimiser: a restored optimiser state then lands on the device too
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2))
     dataset = make_dataset(config, train=True)
     total_steps = steps_for(config, len(dataset))
+    ctx.set_total_steps(total_steps)  # `epochs` may set a length other than config.steps
     start = 0
     restored = ctx.restore()
     if restored is not None:
         state, step = restored
-        model.load_state_dict(state["model"])
-        optimiser.load_state_dict(state["optimiser"])
+        load_training_state(state, model=model, optimiser=optimiser)
         rng.bit_generator.state = state["rng"]
         start = step + 1
 
@@ -109,9 +105,7 @@ def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
         last = step == total_steps - 1
         if step % config.log_every == 0 or last:
             final = {name: float(total) / count for name, total in running.items()}  # waits for the queued steps
-            if not math.isfinite(final["loss"]):  # stop before a checkpoint could keep diverged weights
-                raise Diverged(f"pde: loss {final['loss']} at step {step}: training diverged; "
-                               "resume from the last checkpoint with a lower lr", step)
+            stop_if_diverged(math.isfinite(final["loss"]), "pde", f"loss {final['loss']}", step)
             elapsed = time.perf_counter() - tic
             final.update({"lr": lr_at(config, epoch), "epoch": float(epoch), "steps_per_s": count / max(elapsed, 1e-9)})
             ctx.report(step, final, state=state, final=last)

@@ -10,8 +10,6 @@ the final one (step = ``steps``) holds x_steps, and a run resumed with more step
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -22,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dynagen.models.artifacts import save_npz
 from dynagen.models.gantk import metrics, plots
 from dynagen.models.gantk.experiment import GanNtkConfig
 from dynagen.models.gantk.flow import FlowState, ParticleFlow, flow_programs
@@ -74,14 +73,6 @@ def _dtype(config: GanNtkConfig):
         jax.config.update("jax_enable_x64", True)
         return np.float64
     return np.float32
-
-
-def save_npz_atomically(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".npz")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, **arrays)
-    os.replace(tmp, path)
 
 
 def checkpoint(state: FlowState, next_update: int, source: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
@@ -151,10 +142,9 @@ class Evaluator:
         }
 
 
-def train_particles(config: GanNtkConfig, ctx, timings: Timings | None = None) -> dict[str, float]:
-    """The run of spec §1.3 / §5; its result carries ``time/<phase>`` seconds (``timings``, if given, holds
-    the phases timed before this call, e.g. imports)."""
-    timings = timings or Timings()
+def train(config: GanNtkConfig, ctx) -> dict[str, float]:
+    """The run of spec §1.3 / §5; its result carries ``time/<phase>`` seconds (:class:`Timings`)."""
+    timings = Timings()
     with timings("setup"):
         dtype = _dtype(config)
         source, targets = make_problem(config)
@@ -194,7 +184,7 @@ def train_particles(config: GanNtkConfig, ctx, timings: Timings | None = None) -
                         ctx.log_images(step, "flow", image)
             if final or (config.save_every and step % config.save_every == 0):
                 with timings("io"):
-                    save_npz_atomically(ctx.run_dir / "particles" / f"x_{step:08d}.npz", x=np.asarray(state.x))
+                    save_npz(ctx.run_dir / "particles" / f"x_{step:08d}.npz", x=np.asarray(state.x))
         return row
 
     step = start
@@ -212,23 +202,3 @@ def train_particles(config: GanNtkConfig, ctx, timings: Timings | None = None) -
     with timings("io"):
         ctx.report(config.steps, final, state=lambda: checkpoint(state, config.steps, source, targets), final=True)
     return {**final, **timings.row()}
-
-
-def evaluate_particles(config: GanNtkConfig, state: Mapping[str, Any], out_dir, samples: int | None = None) -> dict[str, float]:
-    """Final particles vs targets (and, as a baseline, the initial particles); with ``samples`` also
-    against a fresh target sample drawn with another seed (generated targets only)."""
-    dtype = _dtype(config)
-    particles = np.asarray(state["particles"], dtype)
-    source, targets = np.asarray(state["source"], dtype), np.asarray(state["targets"], dtype)
-    evaluate = Evaluator(config, targets, dtype)
-    result = {f"{name}/particles": value for name, value in evaluate(particles).items()}
-    result |= {f"{name}/source": value for name, value in evaluate(source).items()}
-    if samples and config.target in ("eight_gaussians", "ring", "image_density"):
-        fresh_config = config.model_copy(update={"seed": config.seed + 1, "n_targets": int(samples)})
-        fresh = make_problem(fresh_config)[1]
-        result["sinkhorn/fresh_targets"] = metrics.sinkhorn(particles, fresh, config.sinkhorn_blur)
-        result["energy/fresh_targets"] = metrics.energy(particles, fresh)
-    flow = ParticleFlow(config, jnp.asarray(targets))
-    flow_state = restore(flow.init(source, jax.random.PRNGKey(config.seed)), state, flow)
-    figure(flow, flow_state, targets, Path(out_dir) / "particles.png", f"{config.arch} loss={config.loss} final")
-    return result
