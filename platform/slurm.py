@@ -17,6 +17,7 @@ import argparse
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -152,6 +153,9 @@ def with_resume(command: list[str]) -> list[str]:
 def cmd_run(args: argparse.Namespace) -> None:
     from dynagen.platform.cli import main
 
+    # The job script starts this in the background, where bash leaves SIGINT ignored; the script's
+    # SIGINT before the time limit must stop the command (Tune then saves the sweep and returns).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     raise SystemExit(main(with_resume(args.command)[1:]))
 
 
