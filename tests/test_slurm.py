@@ -185,3 +185,13 @@ def test_submit_checks_the_command_and_passes_sbatch_options_through(tmp_path):
         result = _dynagen("slurm", "submit", "--dry-run", "--", *command, cwd=tmp_path)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_slurm_help_answers_without_heavy_imports(tmp_path):
+    for args in (["slurm", "--help"], ["slurm", "submit", "--help"]):
+        result = _dynagen(*args, cwd=tmp_path)
+        assert result.returncode == 0 and "usage: dynagen slurm" in result.stdout, result.stderr
+    probe = subprocess.run([sys.executable, "-c", "import sys; from dynagen.platform.cli import build_parser; build_parser(); "
+                            "print([m for m in ('torch', 'ray', 'pyarrow', 'jax', 'tensorflow') if m in sys.modules])"],
+                           capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "[]"
