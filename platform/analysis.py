@@ -70,8 +70,15 @@ def mean_and_ci95(values) -> tuple[float, float, int]:
     return mean, float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n), n
 
 
+# Trial counts per group, by summary status (the column ``failed`` counts ``error`` rows).
+STATUS_COUNTS = {"completed": "completed", "stopped": "stopped", "diverged": "diverged", "failed": "error"}
+# Statuses whose rows carry results: diverged and failed trials have no metric values.
+AGGREGATED_STATUSES = ("completed", "stopped")
+
+
 def summarize(storage: str, sweep: str, group_by: Sequence[str] | None = None, metrics: Sequence[str] | None = None) -> list[dict[str, Any]]:
-    """One row per group: the group's config values, trial counts, and per metric its mean and CI."""
+    """One row per group: the group's config values, its trials counted by status, and per metric the mean
+    and CI over the group's trials of the :data:`AGGREGATED_STATUSES`."""
     frame = _load(storage, sweep, "summary")
     keys = grouping_columns(frame, group_by)
     names = metric_columns(frame, metrics)
@@ -81,12 +88,14 @@ def summarize(storage: str, sweep: str, group_by: Sequence[str] | None = None, m
         key_values = key_values if isinstance(key_values, tuple) else (key_values,)
         row: dict[str, Any] = {column[len(CONFIG_PREFIX):]: value for column, value in zip(keys, key_values)}
         row["trials"] = len(group)
-        row["completed"] = int((group["status"] == "completed").sum())
+        for column, status in STATUS_COUNTS.items():
+            row[column] = int((group["status"] == status).sum())
+        included = group[group["status"].isin(AGGREGATED_STATUSES)]
         for name in names:
-            mean, half_width, n = mean_and_ci95(group[name].tolist())
+            mean, half_width, n = mean_and_ci95(included[name].tolist())
             row[f"{name} mean"], row[f"{name} ci95"] = mean, half_width
             if n != len(group):
-                row[f"{name} n"] = n
+                row[f"{name} n"] = n  # trials whose value entered the mean
         rows.append(row)
     return rows
 
@@ -112,6 +121,7 @@ def print_summary(storage: str, sweep: str, group_by=None, metrics=None, analysi
         return rows
     rows = summarize(storage, sweep, group_by, metrics)
     print(format_table(rows))
+    print(f"means and 95% CIs over {' and '.join(AGGREGATED_STATUSES)} trials; diverged and failed trials have no metric values")
     for path in write_summary_files(storage, sweep, rows):
         print(f"wrote {path}")
     return rows

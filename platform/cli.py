@@ -1,4 +1,4 @@
-"""``dynagen``: train, sweep, results, report, evaluate, list.
+"""``dynagen``: train, sweep, results, report, evaluate, import, list.
 
 Imports are lazy (argparse and the registry only at module level) so ``dynagen --help`` answers
 in about a second; torch, jax, ray and pyarrow are imported by the command that needs them.
@@ -18,6 +18,7 @@ from typing import Any, Sequence
 from dynagen.platform.configs import UsageError
 
 EXIT_USAGE = 2
+EXIT_FAILED = 1  # the command ran, but a run diverged or trials failed
 
 
 def _experiment(name: str):
@@ -50,7 +51,7 @@ def _print_metrics(metrics: dict[str, float], title: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
     from dynagen.platform.configs import build_config
 
     experiment = _experiment(args.experiment)
@@ -68,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         base = saved
     config = build_config(experiment, args.preset, args.config, args.set or [], base=base)
     if args.local:
-        metrics, run_dir = _train_locally(experiment, config, storage, args)
+        status, reason, metrics, run_dir = _train_locally(experiment, config, storage, args)
     else:
         from dynagen.platform.launch import run_training
 
@@ -77,15 +78,19 @@ def cmd_train(args: argparse.Namespace) -> None:
             resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
             max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
         )
-        metrics, run_dir = result.metrics, result.run_dir
+        status, reason, metrics, run_dir = result.status, result.reason, result.metrics, result.run_dir
         print(f"latest checkpoint: {result.checkpoint_path}")
+    if status == "diverged":
+        print(f"dynagen: {experiment.name} run diverged: {reason} (run dir {run_dir}; no final metrics)", file=sys.stderr)
+        return EXIT_FAILED
     _print_metrics(metrics, f"final metrics ({experiment.name}, run dir {run_dir})")
+    return 0
 
 
-def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[dict[str, float], Any]:
+def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -> tuple[str, str | None, dict[str, float], Any]:
     """In-process run with :class:`LocalContext` (no Ray): same files, same results store."""
-    from dynagen.platform.context import LocalContext
-    from dynagen.platform.launch import METRICS_FILE, run_dir_for, write_run_config
+    from dynagen.platform.context import Diverged, LocalContext
+    from dynagen.platform.launch import DIVERGED_KEY, METRICS_FILE, REASON_KEY, final_status, run_dir_for, write_run_config
     from dynagen.platform.results import ResultsWriter, join, numeric_metrics, write_bytes_atomically
 
     name = args.resume or args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
@@ -109,17 +114,20 @@ def _train_locally(experiment, config, storage: str, args: argparse.Namespace) -
     writer = ResultsWriter(storage, name, experiment.name, name, config_dict, config.seed)
     final: dict[str, Any] | None = None
     try:
-        final = dict(experiment.train(config, ctx))
+        final = {**numeric_metrics(experiment.train(config, ctx)), "step": ctx.history[-1]["step"] if ctx.history else -1}
+    except Diverged as error:
+        final = {"step": error.step, DIVERGED_KEY: 1.0, REASON_KEY: str(error)}
     finally:
         # The steps logged so far reach the results store whether training finished or raised.
         ctx.close()
         for row in ctx.history:
             writer.log_step(row["step"], row)
-        last_step = ctx.history[-1]["step"] if ctx.history else -1
-        writer.write_summary("error" if final is None else "completed", last_step, final or {})
-    metrics = numeric_metrics(final)
-    write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps({**metrics, "step": last_step}, indent=2).encode())
-    return metrics, run_dir
+        if final is None:
+            writer.write_summary("error", ctx.history[-1]["step"] if ctx.history else -1, {})
+    status, reason, metrics = final_status(final)
+    writer.write_summary(status, int(final["step"]), metrics, reason=reason)
+    write_bytes_atomically(storage, join(name, METRICS_FILE), json.dumps(final, indent=2).encode())
+    return status, reason, metrics, run_dir
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,11 +187,75 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
     out_dir = Path(args.out) if args.out else run_dir / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {key: float(value) for key, value in experiment.evaluate(config, state, out_dir, **options).items()}
-    from dynagen.platform.results import write_bytes_atomically
+    from dynagen.platform.registry import MANIFEST_KEY
+    from dynagen.platform.results import file_sha256, write_bytes_atomically
 
-    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(metrics, indent=2).encode())
+    result = dict(experiment.evaluate(config, state, out_dir, **options))
+    manifest = dict(result.pop(MANIFEST_KEY, None) or {})
+    metrics = {key: float(value) for key, value in result.items()}
+    manifest["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint), "step": state.get("_step"),
+                              "imported_from": state.get("imported_from")}
+    document = {**metrics, MANIFEST_KEY: manifest}
+    write_bytes_atomically(str(out_dir), "metrics.json", json.dumps(document, indent=2, default=str).encode())
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
+    if experiment.published is not None:
+        print_comparison(experiment.published(config, metrics, manifest), f"measured | published ({experiment.name} paper)")
+
+
+def print_comparison(rows, title: str) -> None:
+    """The paper's figures beside measured ones: ``metric | measured | published | comparable? | why``."""
+    from dynagen.platform.configs import format_table
+
+    cell = lambda v: "-" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)  # noqa: E731
+    print(f"\n{title}")
+    print(format_table([{"metric": r["metric"], "measured": cell(r["measured"]), "published": cell(r["published"]),
+                         "comparable?": "yes" if r["comparable"] else "no", "why": r["why"]} for r in rows]))
+
+
+# --------------------------------------------------------------------------------------------
+# import
+# --------------------------------------------------------------------------------------------
+
+RUN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    """A model trained elsewhere, read by the experiment's importer, as a run folder `dynagen train` would write:
+    ``config.yaml`` and ``checkpoint/state.pt``. Written in a hidden temp folder renamed at the end, so a
+    refused source leaves nothing behind."""
+    import re
+    import shutil
+    import tempfile
+
+    from dynagen.platform.context import save_state_atomically
+    from dynagen.platform.launch import run_dir_for, write_run_config
+
+    experiment = _experiment(args.experiment)
+    if not experiment.importers:
+        raise UsageError(f"experiment: {experiment.name} has no importer")
+    source_format = args.format or next(iter(experiment.importers))
+    if source_format not in experiment.importers:
+        raise UsageError(f"format: unknown {source_format!r}; allowed: {', '.join(experiment.importers)}")
+    storage = _storage(args.storage)
+    name = args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-import"
+    if not re.fullmatch(RUN_NAME, name):
+        raise UsageError(f"name: {name!r} is not a run name; allowed: letters, digits, '.', '_', '-' (not first)")
+    run_dir, remote_uri = run_dir_for(storage, name)
+    if remote_uri is not None:
+        raise UsageError("storage: import writes a local run folder; allowed: a local storage path")
+    if run_dir.exists():
+        raise UsageError(f"name: run {name!r} already exists in {run_dir.parent}; allowed: a new run name")
+    config, state = experiment.importers[source_format](Path(args.source), weights=args.weights)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{name}.import-"))
+    try:
+        write_run_config(str(run_dir.parent), staging.name, experiment, config.model_dump(mode="json"))
+        save_state_atomically(state, staging / "checkpoint")
+        staging.rename(run_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    print(f"imported {args.source} -> {run_dir}\nevaluate: dynagen evaluate {experiment.name} --checkpoint {run_dir}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +288,7 @@ def cmd_list(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from dynagen.platform.sweep import load_sweep_spec, run_sweep
 
-    spec = load_sweep_spec(args.search_space)
+    spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     storage = _storage(args.storage)
     run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent)
 
@@ -291,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("search_space", help="a YAML file, or the name of a packaged search space")
     sweep.add_argument("--resume", action="store_true", help="restore an interrupted sweep; finished trials are not rerun")
     sweep.add_argument("--max-concurrent", type=at_least(1), metavar="N", help="override the spec's max_concurrent")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override a fixed config value, or pin a searched axis to one value (repeatable)")
+    sweep.add_argument("--num-samples", type=at_least(1), metavar="N", help="override the spec's num_samples")
+    sweep.add_argument("--seeds", type=at_least(0), nargs="+", metavar="S", help="override the spec's seeds")
     sweep.add_argument("--storage", help=storage_help)
     sweep.set_defaults(handler=cmd_sweep)
 
@@ -319,6 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/eval)")
     evaluate.set_defaults(handler=cmd_evaluate)
 
+    importing = commands.add_parser("import", help="a model trained elsewhere (e.g. released weights) as a run folder")
+    importing.add_argument("experiment")
+    importing.add_argument("source", metavar="DIR", help="the folder to import (layout: the experiment's importer docs)")
+    importing.add_argument("--weights", metavar="FILE", help="weights file name inside DIR (default: the importer's)")
+    importing.add_argument("--format", metavar="NAME", help="which of the experiment's importers (default: its first)")
+    importing.add_argument("--name", help="run name (default: <experiment>-<time>-import)")
+    importing.add_argument("--storage", help=storage_help)
+    importing.set_defaults(handler=cmd_import)
+
     listing = commands.add_parser("list", help="experiments, presets and config fields")
     listing.add_argument("experiment", nargs="?")
     listing.add_argument("--fields", action="store_true", help="show every experiment's config fields")
@@ -334,14 +419,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad flags: one line, exit code 2 (OneLineErrors)
     try:
-        args.handler(args)
+        return args.handler(args) or 0
     except UsageError as error:
         print(f"dynagen: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("dynagen: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

@@ -34,6 +34,16 @@ StateFn = Callable[[], Mapping[str, Any]]
 CHECKPOINT_FILE = "state.pt"
 
 
+class Diverged(FloatingPointError):
+    """Raised by a training function whose state became non-finite, at the logging step that found it and
+    before any metric is computed on that state: the run ends with status ``diverged``, the message as its
+    one-line reason, and no metric values (those from before the divergence are not its result)."""
+
+    def __init__(self, reason: str, step: int):
+        super().__init__(reason)
+        self.step = step
+
+
 class RunContext(Protocol):
     rank: int
     world_size: int

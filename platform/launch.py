@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from dynagen.platform.configs import UsageError
-from dynagen.platform.context import CHECKPOINT_FILE, StateFn, load_state, save_state_atomically, tensorboard_writer
+from dynagen.platform.context import CHECKPOINT_FILE, Diverged, StateFn, load_state, save_state_atomically, tensorboard_writer
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
 from dynagen.platform.results import ResultsWriter, join, numeric_metrics, resolve_storage, write_bytes_atomically
 
@@ -35,7 +36,9 @@ DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_KEEP_CHECKPOINTS = 3
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
-COMPLETED_KEY = "completed"  # present (=1) in the last report of a trial whose train() returned
+COMPLETED_KEY = "completed"  # present (=1) in a trial's final report (ctx.report(final=True), and once train() returned)
+DIVERGED_KEY = "diverged"  # present (=1) in the last report of a trial whose train() raised Diverged
+REASON_KEY = "reason"  # with DIVERGED_KEY: its one-line reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,6 +118,7 @@ class RunSettings:
     use_gpu: bool = False
     gpus_per_worker: float = 0.0
     progress_every_s: float = 5.0
+    metric: str | None = None  # a sweep's metric: Tune requires it in every report, a diverged one included
     fixed: dict[str, Any] = field(default_factory=dict)  # config values under a trial's sampled ones
     seeds: list[int] = field(default_factory=lambda: [0])  # a sweep's seeds (Repeater's index picks one)
 
@@ -191,7 +195,8 @@ class _PlatformContext:
             self._progress.update(step, values, final)
         every = self.settings.checkpoint_every
         due = state is not None and (final or (every > 0 and step > 0 and step % every == 0))
-        payload = {**values, "step": step}
+        # Marked complete on the final report itself: a scheduler may stop the trial right there (ASHA at max_t).
+        payload = {**values, "step": step, **({COMPLETED_KEY: 1.0} if final else {})}
         if due and self.is_main:
             self._results.flush()  # rows and event files up to a checkpoint are durable before it is
             self._writer.flush()
@@ -329,6 +334,12 @@ def _final_report(final: Mapping[str, Any] | None, last_step: int) -> dict[str, 
     return {**numeric_metrics(final or {}), "step": last_step, COMPLETED_KEY: 1.0}
 
 
+def _diverged_report(error: Diverged, metric: str | None) -> dict[str, Any]:
+    """The last report of a diverged trial: its step and reason, no metric values (a sweep's metric as NaN,
+    which Tune requires and Optuna records as a failed trial)."""
+    return {"step": error.step, DIVERGED_KEY: 1.0, REASON_KEY: str(error), **({metric: math.nan} if metric else {})}
+
+
 def train_worker(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of the TorchTrainer: one DDP rank."""
     settings: RunSettings = loop_config["settings"]
@@ -341,10 +352,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     ctx = TrainContext(experiment=experiment, config=config, settings=settings, trial_id=loop_config["trial_id"],
                        rank=context.get_world_rank(), world_size=context.get_world_size())
     try:
-        final = experiment.train(config, ctx)
+        report = _final_report(experiment.train(config, ctx), ctx.last_step)
+    except Diverged as error:  # every rank finds it: the weights it checks are the same on all of them
+        report = _diverged_report(error, settings.metric)
     finally:
         ctx.close()
-    report = _final_report(final, ctx.last_step)
     if ctx.is_main:  # Train's result carries the last *checkpoint's* metrics: keep train()'s return too
         write_bytes_atomically(settings.storage, join(settings.run_name, METRICS_FILE), json.dumps(report, indent=2).encode())
     ray.train.report(report)
@@ -390,10 +402,12 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
         return
     ctx = TuneContext(backend=experiment.backend, experiment=experiment, config=config, settings=settings, trial_id=trial_id)
     try:
-        final = experiment.train(config, ctx)
+        report = _final_report(experiment.train(config, ctx), ctx.last_step)
+    except Diverged as error:
+        report = _diverged_report(error, settings.metric)
     finally:
         ctx.close()
-    ray.tune.report(_final_report(final, ctx.last_step))
+    ray.tune.report(report)
 
 
 def _scaling_config(settings: RunSettings):
@@ -415,6 +429,8 @@ class RunResult:
     run_dir: Path
     name: str
     storage: str
+    status: str = "completed"  # or "diverged"
+    reason: str | None = None
 
 
 class RunNotFound(FileNotFoundError):
@@ -487,8 +503,8 @@ def run_training(
     )
     run_dir, _ = run_dir_for(canonical, name)
     if experiment.backend == "jax":
-        metrics, checkpoint_path = _run_as_tune_trial(experiment, config, settings)
-        return RunResult(metrics, checkpoint_path, run_dir, name, canonical)
+        (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, config, settings)
+        return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)
 
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -512,13 +528,20 @@ def run_training(
         summary.write_summary("error", -1, {})
         raise
     final = read_run_file(canonical, name, METRICS_FILE, json.loads)
-    metrics = {k: v for k, v in numeric_metrics(final).items() if k != COMPLETED_KEY}
-    summary.write_summary("completed", int(final.get("step", -1)), metrics)
+    status, reason, metrics = final_status(final)
+    summary.write_summary(status, int(final.get("step", -1)), metrics, reason=reason)
     checkpoint = result.checkpoint
-    return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical)
+    return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical, status, reason)
 
 
-def _run_as_tune_trial(experiment: Experiment, config: ExperimentConfig, settings: RunSettings) -> tuple[dict[str, float], str | None]:
+def final_status(final: Mapping[str, Any]) -> tuple[str, str | None, dict[str, float]]:
+    """``(status, reason, metrics)`` of a run from its final report: a diverged run has no metrics."""
+    if final.get(DIVERGED_KEY):
+        return "diverged", str(final.get(REASON_KEY, "")), {}
+    return "completed", None, {k: v for k, v in numeric_metrics(final).items() if k != COMPLETED_KEY}
+
+
+def _run_as_tune_trial(experiment: Experiment, config: ExperimentConfig, settings: RunSettings) -> tuple[tuple[str, str | None, dict[str, float]], str | None]:
     import ray.tune
 
     from dynagen.platform.sweep import summary_callback
@@ -545,5 +568,4 @@ def _run_as_tune_trial(experiment: Experiment, config: ExperimentConfig, setting
     result = tuner.fit()[0]
     if result.error:
         raise result.error
-    metrics = {k: v for k, v in numeric_metrics(result.metrics or {}).items() if k != COMPLETED_KEY}
-    return metrics, result.checkpoint.path if result.checkpoint else None
+    return final_status(result.metrics or {}), result.checkpoint.path if result.checkpoint else None

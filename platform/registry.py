@@ -33,7 +33,18 @@ TrainFn = Callable[[Any, "RunContext"], Mapping[str, float]]
 """``train(config, ctx) -> final metrics``. Runs in a Ray Train worker (torch) or a Tune trial (jax)."""
 
 EvaluateFn = Callable[..., Mapping[str, float]]
-"""``evaluate(config, state, out_dir, **options) -> metrics``; ``state`` is a checkpoint's dict."""
+"""``evaluate(config, state, out_dir, **options) -> metrics``; ``state`` is a checkpoint's dict. The metrics may
+hold one non-float entry, ``MANIFEST_KEY``: a JSON-serialisable description of what was scored and how."""
+
+MANIFEST_KEY = "manifest"
+
+PublishedFn = Callable[[Any, Mapping[str, float], "Mapping[str, Any] | None"], "list[Mapping[str, Any]]"]
+"""``published(config, metrics, manifest) -> rows`` of ``metric, measured, published, comparable, why``: the paper's
+figures beside an evaluation's, comparability decided from the manifest's protocol."""
+
+ImportFn = Callable[..., "tuple[ExperimentConfig, Mapping[str, Any]]"]
+"""``importer(source_dir, weights=None) -> (config, checkpoint state)`` for ``dynagen import``: a model trained
+elsewhere (e.g. the authors' released weights) as the config and checkpoint dict a training run would write."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,10 @@ class Experiment:
     # Extra comparisons ``dynagen results SWEEP --analysis NAME`` can print: each takes the
     # sweep's results table (pyarrow.Table, step and summary rows) and returns a table to print.
     analyses: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # The paper's published figures beside measured ones (``dynagen evaluate`` prints them).
+    published: PublishedFn | None = None
+    # Sources ``dynagen import EXPERIMENT DIR --format NAME`` reads (the first is the default).
+    importers: Mapping[str, ImportFn] = field(default_factory=dict)
 
 
 _registered: dict[str, Experiment] = {}

@@ -8,10 +8,12 @@ Layout (``storage`` is a local path or a ``s3://`` / ``gs://`` URI, resolved by 
 Every trial writes its own files, each atomically (a hidden temp file, then a rename), so readers
 never see half a file and concurrent trials never contend. Rows share one set of columns::
 
-    sweep_id, trial_id, status, kind, seed, step, wall_time, config.<field>..., <metric>...
+    sweep_id, trial_id, status, reason, kind, seed, step, wall_time, config.<field>..., <metric>...
 
-``kind`` is ``step`` or ``summary``; ``status`` is ``running`` on step rows and ``completed``,
-``error`` or ``stopped`` (early, by the scheduler) on summary rows. Metric columns are the union
+``kind`` is ``step`` or ``summary``; ``status`` is ``running`` on step rows and, on summary rows,
+``completed`` (the last step, or the scheduler's ``max_t``, reached), ``stopped`` (early, by the
+scheduler; ``step`` is the one it reached), ``diverged`` (non-finite state; ``reason`` says where, and the
+row holds no metric values) or ``error`` (``reason``: the error's last line; no metric values). Metric columns are the union
 over trials (missing values are null); files may differ in which metric columns they hold, so
 readers unify by name: pandas ``pd.read_parquet(<dir>)``, DuckDB ``read_parquet('<dir>/**/*.parquet',
 hive_partitioning=true, union_by_name=true)``, polars ``pl.concat([pl.read_parquet(f,
@@ -25,14 +27,15 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
 
-STATUSES = ("running", "completed", "error", "stopped")
-FIXED_COLUMNS = ("sweep_id", "trial_id", "status", "kind", "seed", "step", "wall_time")
+STATUSES = ("running", "completed", "stopped", "diverged", "error")
+FIXED_COLUMNS = ("sweep_id", "trial_id", "status", "reason", "kind", "seed", "step", "wall_time")
 CONFIG_PREFIX = "config."
 
 
@@ -127,7 +130,7 @@ def _table(rows: list[dict[str, Any]]) -> "pa.Table":
     metric_names = [c for c in columns if c not in FIXED_COLUMNS and not c.startswith(CONFIG_PREFIX)]
     config_names = [c for c in columns if c.startswith(CONFIG_PREFIX)]
     arrays, fields = [], []
-    types = {"sweep_id": pa.string(), "trial_id": pa.string(), "status": pa.string(), "kind": pa.string(),
+    types = {"sweep_id": pa.string(), "trial_id": pa.string(), "status": pa.string(), "reason": pa.string(), "kind": pa.string(),
              "seed": pa.int64(), "step": pa.int64(), "wall_time": pa.float64()}
     for name in [*FIXED_COLUMNS, *config_names, *metric_names]:
         values = [row.get(name) for row in rows]
@@ -200,8 +203,8 @@ class ResultsWriter:
         self._buffer: list[dict[str, Any]] = []
         self._last_flush = time.monotonic()
 
-    def _row(self, kind: str, status: str, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        return {"sweep_id": self.sweep_id, "trial_id": self.trial_id, "status": status, "kind": kind,
+    def _row(self, kind: str, status: str, step: int, metrics: Mapping[str, Any], reason: str | None = None) -> dict[str, Any]:
+        return {"sweep_id": self.sweep_id, "trial_id": self.trial_id, "status": status, "reason": reason, "kind": kind,
                 "seed": self.seed, "step": int(step), "wall_time": time.time(),
                 **self.config_columns, **numeric_metrics(metrics)}
 
@@ -217,11 +220,12 @@ class ResultsWriter:
             self._buffer = []
         self._last_flush = time.monotonic()
 
-    def write_summary(self, status: str, step: int, metrics: Mapping[str, Any]) -> None:
+    def write_summary(self, status: str, step: int, metrics: Mapping[str, Any], reason: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"status: unknown {status!r}; allowed: {', '.join(STATUSES)}")
         self.flush()
-        write_rows_atomically(self.filesystem, self.directory, f"{self.trial_id}-summary.parquet", [self._row("summary", status, step, metrics)])
+        row = self._row("summary", status, step, metrics, reason)
+        write_rows_atomically(self.filesystem, self.directory, f"{self.trial_id}-summary.parquet", [row])
 
 
 def read_summary(storage: str | None, sweep_id: str, experiment: str, trial_id: str) -> dict[str, Any] | None:
@@ -287,3 +291,14 @@ def list_sweeps(storage: str | None = None) -> list[str]:
             if filesystem.get_file_info(join(info.path, "results")).type == pafs.FileType.Directory:
                 found.append(name)
     return sorted(found)
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a local file (checkpoints and network files in evaluation manifests)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -38,15 +38,16 @@ store returns at once, should Tune's own snapshot predate its completion).
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dynagen.platform.configs import UsageError, deep_merge, load_yaml_file, preset_values, set_dotted, validate
+from dynagen.platform.configs import UsageError, deep_merge, load_yaml_file, parse_assignment, preset_values, set_dotted, validate
 
 DISTRIBUTIONS = ("grid", "uniform", "loguniform", "int", "choice")
 
@@ -56,10 +57,12 @@ class Axis(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # `builtins.int`: inside this class body the field named `int` shadows the type (its default, None,
+    # would become the annotation and reject every bound).
     grid: Optional[list[Any]] = None
     uniform: Optional[tuple[float, float]] = None
     loguniform: Optional[tuple[float, float]] = None
-    int: Optional[tuple[int, int]] = None
+    int: Optional[tuple[builtins.int, builtins.int]] = None
     choice: Optional[list[Any]] = None
     log: bool = False  # for `int`
 
@@ -73,6 +76,8 @@ class Axis(BaseModel):
             raise ValueError(f"{self.kind} bounds must be [low, high] with low < high, got {list(low_high)}")
         if self.loguniform is not None and self.loguniform[0] <= 0:
             raise ValueError("loguniform bounds must be > 0")
+        if self.log and (self.int is None or self.int[0] < 1):
+            raise ValueError("log: applies to an `int` axis with low >= 1 only; allowed: loguniform for floats")
         if (self.grid is not None and not self.grid) or (self.choice is not None and not self.choice):
             raise ValueError(f"{self.kind} needs at least one value")
         return self
@@ -147,10 +152,15 @@ def packaged_search_spaces() -> list[str]:
     return sorted(entry.name[: -len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
-def load_sweep_spec(path_or_name: str) -> SweepSpec:
+def load_sweep_spec(path_or_name: str, overrides: Sequence[str] = (), num_samples: int | None = None,
+                    seeds: Sequence[int] | None = None) -> SweepSpec:
     """Read and validate a sweep YAML: a file, or ``NAME`` of ``dynagen/search_spaces/NAME.yaml``.
     Every fixed value and every candidate value of every axis is validated against the
-    experiment's config before anything runs."""
+    experiment's config before anything runs.
+
+    ``overrides`` (``key=value``, as ``dynagen sweep --set``) replace fixed values, or pin a searched axis to
+    one value; ``num_samples`` and ``seeds`` replace the spec's. Together they run a packaged sweep at a
+    reduced size (fewer steps, particles, samples) without copying its file."""
     path = Path(path_or_name)
     if not path.is_file():
         packaged = resources.files("dynagen.search_spaces") / f"{path_or_name}.yaml"
@@ -161,6 +171,17 @@ def load_sweep_spec(path_or_name: str) -> SweepSpec:
     raw = load_yaml_file(path, what="search_space")
     if not isinstance(raw, dict):
         raise UsageError(f"search_space: {path} must hold a mapping, got {type(raw).__name__}")
+    for text in overrides:
+        key, value = parse_assignment(text)
+        if isinstance(raw.get("space"), dict):
+            raw["space"].pop(key, None)
+        if not isinstance(raw.get("fixed", {}), dict):
+            break  # validation below names the malformed `fixed`
+        set_dotted(raw.setdefault("fixed", {}), key, value)
+    if num_samples is not None:
+        raw["num_samples"] = num_samples
+    if seeds is not None:
+        raw["seeds"] = list(seeds)
     spec = validate(SweepSpec, raw)
     if spec.name is None:
         spec.name = path.stem
@@ -228,30 +249,45 @@ def _summary_callback_class():
     import ray.tune
     from ray.tune.result import AUTO_RESULT_KEYS
 
-    from dynagen.platform.launch import COMPLETED_KEY, trial_params
+    from dynagen.platform.launch import COMPLETED_KEY, DIVERGED_KEY, REASON_KEY, trial_params
     from dynagen.platform.results import ResultsWriter, read_summary
 
     class SummaryCallback(ray.tune.Callback):
-        """Writes each trial's summary row from the driver: ``completed`` when train() returned,
-        ``stopped`` when the scheduler ended it early, ``error`` when it failed."""
+        """Writes each trial's summary row from the driver (statuses: :mod:`dynagen.platform.results`) and
+        prints one line for a trial that diverged or failed."""
 
-        def __init__(self, experiment, settings):
-            self.experiment, self.settings = experiment, settings
+        def __init__(self, experiment, settings, max_t: int | None):
+            self.experiment, self.settings, self.max_t = experiment, settings, max_t
 
-        def _write(self, trial, status: str) -> None:
+        def _outcome(self, trial, ended: str) -> tuple[str, str | None]:
+            """``(status, reason)``: ``ended`` is what Tune saw, ``completed`` (returned or stopped) or ``error``."""
             result = trial.last_result or {}
-            if status == "completed" and not result.get(COMPLETED_KEY):
-                status = "stopped"
+            if result.get(DIVERGED_KEY):
+                return "diverged", result.get(REASON_KEY)
+            if ended == "error":
+                error = (trial.get_error() or "").strip().splitlines()
+                return "error", error[-1] if error else None
+            reached_max_t = self.max_t is not None and result.get("step", -1) >= self.max_t  # ASHA's own stop rule
+            return ("completed" if result.get(COMPLETED_KEY) or reached_max_t else "stopped"), None
+
+        def _write(self, trial, ended: str) -> None:
             trial_id = self.settings.trial_id or trial.trial_id
             previous = read_summary(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id)
             if previous is not None and previous["status"] == "completed":
                 return  # finished before an interruption; its row stands
+            status, reason = self._outcome(trial, ended)
+            result = trial.last_result or {}
             values = deep_merge(self.settings.fixed, trial_params(trial.config, self.settings.seeds))
             config = self.experiment.config.model_validate(values)
             writer = ResultsWriter(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id,
                                    config.model_dump(mode="json"), config.seed)
-            metrics = {k: v for k, v in result.items() if k != COMPLETED_KEY and k not in AUTO_RESULT_KEYS}
-            writer.write_summary(status, int(result.get("step", -1)), metrics)
+            # Only a trial that ran (to its end, or until the scheduler stopped it) has results; the last values
+            # before a divergence or an error are not.
+            metrics = {} if status in ("diverged", "error") else {
+                k: v for k, v in result.items() if k not in (COMPLETED_KEY, REASON_KEY) and k not in AUTO_RESULT_KEYS}
+            writer.write_summary(status, int(result.get("step", -1)), metrics, reason=reason)
+            if reason:
+                print(f"trial {trial_id} {status}: {reason}", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._write(trial, "completed")
@@ -262,8 +298,9 @@ def _summary_callback_class():
     return SummaryCallback
 
 
-def summary_callback(experiment, settings):
-    return _summary_callback_class()(experiment, settings)
+def summary_callback(experiment, settings, max_t: int | None = None):
+    """The callback writing trials' summary rows; ``max_t``: the scheduler's, a trial reaching it is complete."""
+    return _summary_callback_class()(experiment, settings, max_t)
 
 
 def trial_resources(settings, backend: str) -> dict[str, float]:
@@ -292,7 +329,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         cpus_per_worker=max(1, round(spec.resources.cpu)), gpus_per_worker=spec.resources.gpu,
         use_gpu=spec.resources.gpu > 0,
         fixed=deep_merge(preset_values(experiment, spec.preset), {**spec.fixed, "seed": spec.seeds[0]}),
-        seeds=list(spec.seeds),
+        seeds=list(spec.seeds), metric=spec.metric,
     )
     path = join(canonical, spec.name)
     if resume and not tune.Tuner.can_restore(path):
@@ -326,7 +363,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
                 name=spec.name, storage_path=canonical,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-                callbacks=[summary_callback(experiment, settings)],
+                callbacks=[summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)],
                 verbose=1,
             ),
         )

@@ -61,6 +61,8 @@ def test_infinite_ipm_run_writes_results_resumes_and_evaluates(tmp_path):
     assert metrics["sinkhorn/particles"] == pytest.approx(final["sinkhorn"])
     assert metrics["energy/particles"] < 0.2 * metrics["energy/source"]
     assert metrics["energy/fresh_targets"] > 0 and (tmp_path / "eval" / "particles.png").is_file()
+    assert metrics["manifest"]["test_set"]["n_targets"] == config.n_targets
+    assert metrics["manifest"]["test_set"]["fresh_targets"] == {"seed": config.seed + 1, "n": 256}
 
 
 def test_finite_discriminator_run_reports_its_ntk_error(tmp_path):

@@ -69,6 +69,9 @@ def test_dynagen_evaluate_passes_samples_and_options(trained, tmp_path):
                      "--samples", "20", "--option", "batch_size=8", "--option", "horizon=6", "--out", str(tmp_path / "eval")])
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert code == 0 and metrics["samples"] == 20 and "mse/model/t+5" in metrics and "mse/model/t+10" not in metrics
+    manifest = metrics["manifest"]
+    assert manifest["frames"]["predicted"] == 6 and manifest["test_set"]["windows"] == 20
+    assert not manifest["test_set"]["all_windows"] and len(manifest["checkpoint"]["sha256"]) == 64
 
 
 def test_resume_continues_after_the_checkpointed_step(trained, tmp_path):

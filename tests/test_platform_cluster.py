@@ -26,6 +26,14 @@ def test_cluster_yaml_is_valid_for_the_ray_cluster_launcher():
     workers = [node for name, node in nodes.items() if name != config["head_node_type"]]
     assert workers and all(node["resources"]["GPU"] >= 1 and node["min_workers"] == 0 for node in workers)
     assert any("--dashboard-host=127.0.0.1" in command for command in config["head_start_ray_commands"])
+    # Secure by default: token authentication on every node, the token mounted from the user's machine (never a
+    # file of the repository), and every node in one user-made security group (Ray's own opens SSH to all).
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert all("RAY_AUTH_MODE=token" in c for c in commands if "ray start" in c)
+    token_mounts = {remote: local for remote, local in config["file_mounts"].items() if remote.endswith("auth_token")}
+    assert token_mounts and all(local.startswith("~/") for local in token_mounts.values())
+    groups = [node["node_config"].get("SecurityGroupIds") for node in nodes.values()]
+    assert groups[0] and all(group == groups[0] for group in groups)
     assert "." in config["file_mounts"].values()
     setup = config["setup_commands"]
     assert any("torch==" in c for c in setup) and any("pip install" in c and "dynagen" in c for c in setup)

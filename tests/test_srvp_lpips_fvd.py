@@ -80,7 +80,10 @@ def test_video_embeddings_chunks_pad_and_shift(tmp_path):
     videos = 0.5 * torch.rand(5, 20, 1, 16, 16, generator=torch.Generator().manual_seed(1))  # (T, B, C, H, W)
     embeddings = M.video_embeddings(net, videos)  # chunks of 16: the second one is 4 videos + 12 of padding
     assert embeddings.shape == (20, 4)
-    np.testing.assert_allclose(embeddings, M.video_embeddings(net, videos, chunk=1), rtol=1e-6, atol=1e-6)
+    # float32: one video at a time sums the same terms in another order (the conv algorithm depends on the batch),
+    # 1e-5 off on some processors (measured 1.2e-5 absolute, 3.4e-5 relative): bounded at 2e-4 of the scale.
+    scale = float(np.abs(embeddings).max())
+    np.testing.assert_allclose(embeddings, M.video_embeddings(net, videos, chunk=1), rtol=2e-4, atol=2e-4 * scale)
     assert abs(M.frechet_distance(embeddings, embeddings)) < 1e-9
     # bilinear resizing and average pooling keep constants: +c on every pixel is +2c W^T 1 on every embedding
     c = 0.25

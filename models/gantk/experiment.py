@@ -123,6 +123,8 @@ class GanNtkConfig(ExperimentConfig):
 
 _EIGHT = {"target": "eight_gaussians", "n_particles": 500, "n_targets": 500, "arch": "relu"}
 _IMAGES = {"n_particles": 1024, "n_targets": 1024, "width": 0, "lr": 100.0, "t": 1000.0}
+_TOY = {"arch": "relu", "lr": 0.5, "steps": 1000, "log_every": 50, "plot_every": 250, "save_every": 0}
+_ADE_FINITE = {"lr_d": 0.1, "nb_d_steps": 10, "reset_d": True, "antisymmetric": True}
 
 # Spec §6.4: the resolved loss × arch × data combinations (50 000 steps like the original).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -137,6 +139,16 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits-inf_ipm": {**_IMAGES, "target": "digits", "arch": "relu", "loss": "ipm"},
     "mnist-inf_ipm": {**_IMAGES, "target": "mnist", "arch": "relu", "loss": "ipm"},
     "celeba-inf_ipm": {**_IMAGES, "target": "celeba", "arch": "relu_highbias", "loss": "ipm"},
+    # Spec §6.5: the adequation plots' fixed 1-D/2-D sets (§4), as flows. Finite discriminators as in
+    # `ade1d_config` (3-layer ReLU, σ_b 1, antisymmetric, SGD 0.1 × 10 steps = t = 1, re-initialised every step
+    # so f matches its infinite-width counterpart); infinite LSGAN at 4t. η = 0.5: with N = 1–5 particles the
+    # 8-Gaussian η = 1000 moves them by ~100 per step and diverges within 20 steps.
+    "modes_1d_overlap-ipm": {**_TOY, "target": "modes_1d_overlap", "loss": "ipm", "width": 128, **_ADE_FINITE},
+    "modes_1d_overlap-inf_ipm": {**_TOY, "target": "modes_1d_overlap", "loss": "ipm", "width": 0, "t": 1.0},
+    "modes_1d-lsgan": {**_TOY, "target": "modes_1d", "loss": "lsgan", "width": 512, **_ADE_FINITE},
+    "modes_1d-inf_lsgan": {**_TOY, "target": "modes_1d", "loss": "lsgan", "width": 0, "t": 4.0},
+    "two_couples_2d-inf_ipm": {**_TOY, "target": "two_couples_2d", "loss": "ipm", "width": 0, "t": 1.0},
+    "two_singles_1d-inf_ipm": {**_TOY, "target": "two_singles_1d", "loss": "ipm", "width": 0, "t": 1.0},
     # Small enough for tests and `make demo` on 2 CPU cores (a few seconds of compute).
     "eight_gaussians-cpu": {
         "target": "eight_gaussians", "arch": "relu", "loss": "ipm", "width": 0, "n_particles": 128,
@@ -151,11 +163,37 @@ def train(config: GanNtkConfig, ctx) -> dict[str, float]:
     return train_particles(config, ctx)
 
 
-def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
+def evaluate(config: GanNtkConfig, state, out_dir, samples: int | None = None) -> dict[str, Any]:
     """Options are named (not ``**options``): `dynagen evaluate` checks ``--option`` names against this signature."""
-    from dynagen.models.gantk.run import evaluate_particles
+    import numpy as np
 
-    return evaluate_particles(config, state, out_dir, samples=samples)
+    from dynagen.models.gantk.run import evaluate_particles
+    from dynagen.models.manifest import arrays_sha256, library_versions
+
+    results: dict[str, Any] = dict(evaluate_particles(config, state, out_dir, samples=samples))
+    results["manifest"] = {
+        "test_set": {"target": config.target, "n_targets": config.n_targets, "seed": config.seed,
+                     "sha256": arrays_sha256([np.asarray(state["targets"])]),
+                     "fresh_targets": None if not samples else {"seed": config.seed + 1, "n": int(samples)}},
+        "samples": {"n": config.n_particles, "best_of_n": "none: every particle"},
+        "metrics": {"sinkhorn": f"geomloss SamplesLoss('sinkhorn', p=2, blur={config.sinkhorn_blur}, scaling=0.95), float32",
+                    "energy": "geomloss SamplesLoss('energy'): E|x-y| - E|x-x'|/2 - E|y-y'|/2 (V-statistics)",
+                    "mmd2": f"analytic {config.kernel} kernel of the discriminator, V-statistics"},
+        "versions": library_versions("jax", "neural-tangents", "geomloss", "torch"),
+    }
+    return results
+
+
+def published(config: GanNtkConfig, metrics, manifest):
+    from dynagen.models.gantk.published import compare
+
+    return compare(config, metrics, manifest)
+
+
+def _paper(table):
+    from dynagen.models.gantk.published import paper
+
+    return paper(table)
 
 
 def _agreement(table):
@@ -172,5 +210,6 @@ EXPERIMENT = Experiment(
     presets=PRESETS,
     backend="jax",
     description="GAN(TK)²: particle flows driven by finite and infinite-width (NTK) discriminators",
-    analyses={"agreement": _agreement},
+    analyses={"agreement": _agreement, "paper": _paper},
+    published=published,
 )

@@ -24,6 +24,7 @@ from dynagen.models.gantk.experiment import GanNtkConfig
 from dynagen.models.gantk.flow import FlowState, ParticleFlow
 from dynagen.models.gantk.kernels import analytic_kernel
 from dynagen.models.gantk.targets import make_problem
+from dynagen.platform.context import Diverged
 
 NTK_CHECK_POINTS = 32  # particles (and as many targets) on which the empirical NTK is compared at init
 
@@ -129,6 +130,8 @@ def train_particles(config: GanNtkConfig, ctx) -> dict[str, float]:
         state, start = restore(state, saved, flow), int(saved.get("next_update", last_step + 1))
 
     def log(step: int, final: bool = False) -> dict[str, float]:
+        if not np.isfinite(np.asarray(state.x)).all():  # before any metric sees them (geomloss fails on them)
+            raise Diverged(f"particles non-finite at step {step}", step)
         row = {**evaluate(state.x), "gen_loss": float(state.gen_loss), **extra}
         if ctx.is_main:
             plot_due = final or step == 0 or (config.plot_every and step % config.plot_every == 0)

@@ -33,6 +33,7 @@ The full per-horizon curves go to ``out_dir/mse_per_horizon.csv``; ``predictions
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import os
@@ -44,6 +45,8 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from dynagen.models import moving_mnist
+from dynagen.models.manifest import library_versions
+from dynagen.models.ssim import CONVENTIONS
 from dynagen.models.pde import metrics, visualize
 from dynagen.models.pde.data import SST, Chairs, MovingMNISTTestSet, make_dataset, render_frames
 from dynagen.models.pde.experiment import PDEConfig
@@ -87,7 +90,7 @@ def temperature_scores(test: SST, indices: list[int], pred: torch.Tensor, target
         low, high = (v.to(pred.device) for v in test.zone_range(indices, kind))
         # float64 on purpose: the quirk's values sit around 2–3, where float32 variances (E[x²] − E[x]²) cancel
         # (in tests/test_pde_sst.py float32 moved this SSIM by 4e-4; the original's float32 numbers carry such errors).
-        scores[name] = metrics.ssim_per_frame((pred - low) / (high - low), (target - low) / (high - low))
+        scores[name] = metrics.ssim_per_frame(pred, target, value_range=(low, high))
     return scores
 
 
@@ -132,9 +135,12 @@ def evaluate_checkpoint(config: PDEConfig, state, out_dir, samples: int | None =
     ssim = {m: 0.0 for m in methods}
     temperature: dict[str, dict[str, torch.Tensor]] = {}  # SST: score → method → per-horizon sums
     swap: dict[str, float] = {}
-    first_batch = None
+    first_batch, content = None, hashlib.sha256()
     for chunk in (indices[i : i + batch_size] for i in range(0, len(indices), batch_size)):
-        cond, target = (t.to(device) for t in next(iter(DataLoader(Subset(test, chunk), batch_size=len(chunk)))))
+        cond, target = next(iter(DataLoader(Subset(test, chunk), batch_size=len(chunk))))
+        for window in (cond, target):  # the identity of exactly what was scored, in order
+            content.update(window.numpy().astype(np.float32, copy=False).tobytes())
+        cond, target = cond.to(device), target.to(device)
         predictions = {
             "model": model.predict(cond, horizon),
             "copy_last": metrics.copy_last(cond, horizon),
@@ -179,4 +185,20 @@ def evaluate_checkpoint(config: PDEConfig, state, out_dir, samples: int | None =
     cond, target, pred = first_batch
     visualize.save_png(visualize.prediction_grid(cond, target, pred), out_dir / "predictions.png")
     visualize.save_gif(cond, target, pred, out_dir / "predictions.gif")
+    source = getattr(test, "source", None) or (f"data_dir {config.data_dir}" if config.data_dir else
+                                                 f"simulated: {config.n_sequences} sequences, data_seed {config.data_seed}")
+    results["manifest"] = {
+        "test_set": {"dataset": config.dataset, "source": source, "stand_in": moving_mnist.STAND_IN in source,
+                     "windows": n, "all_windows": n == len(test), "subset_seed": config.seed,
+                     "sha256_float32": content.hexdigest(), "resolution": config.resolution,
+                     "original_window_indexing": config.original_window_indexing},
+        "frames": {"conditioning": config.nt_cond, "predicted": horizon, "trained_horizon": config.nt_pred},
+        "samples": {"n": 1, "best_of_n": "deterministic model: one forecast per window; swap: best of the digit permutations"},
+        "metrics": {"mse": "mean over (C, H, W) (points for wave_partial) per frame, mean over windows and horizons",
+                    "psnr": "10 log10(1 / MSE) per frame and channel, mean over channels" if image_metrics else None,
+                    "ssim": {"convention": "pde", **vars(CONVENTIONS["pde"])} if image_metrics or isinstance(test, SST) else None,
+                    "sst_ssim_scaling": "normalised-array zone range (the original's quirk) and thetao range ('clean')"
+                    if isinstance(test, SST) else None},
+        "versions": library_versions("torch", "torchmetrics", "numpy"),
+    }
     return results

@@ -161,6 +161,12 @@ def steps_for(config: PDEConfig, train_windows: int) -> int:
     return config.epochs * math.ceil(train_windows / config.batch_size) if config.epochs else config.steps
 
 
+def published(config: PDEConfig, metrics, manifest):
+    from dynagen.models.pde.published import compare
+
+    return compare(config, metrics, manifest)
+
+
 EXPERIMENT = Experiment(
     name="pde",
     config=PDEConfig,
@@ -169,4 +175,5 @@ EXPERIMENT = Experiment(
     presets=PRESETS,
     backend="torch",
     description="PDE-driven spatiotemporal disentanglement (E_S → w, E_T → y, dy/dt = f(y), u = D(w, y))",
+    published=published,
 )

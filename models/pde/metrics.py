@@ -3,17 +3,17 @@
 All per-frame functions take (B, T, C, *spatial) tensors and return (B, T).
 - MSE: mean over (C, H, W), or over the points for WaveEq-100.
 - PSNR = 10·log10(1/MSE) per frame *and channel*, then averaged over channels (not from the mean MSE).
-- SSIM: 11 × 11 Gaussian window (σ 1.5), k1 = 0.01, k2 = 0.03, data range 1, averaged over the *valid*
-  region only (a 64² frame gives a 54² map), per channel, then over channels. torchmetrics pads by
-  reflection and returns the full map; cropping 5 pixels per side leaves exactly the valid positions.
+- SSIM: the implementation shared with SRVP (models/ssim.py) in the PDE original's convention: 11 × 11
+  Gaussian window (σ 1.5), k1 = 0.01, k2 = 0.03, data range 1, averaged over the *valid* region only (a 64²
+  frame gives a 54² map), per channel, then over channels; optional min-max scaling by a given range.
 """
 
 from __future__ import annotations
 
 import torch
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from torchmetrics.functional.image import peak_signal_noise_ratio
 
-SSIM_HALF_WINDOW = 5  # (11 − 1) / 2
+from dynagen.models.ssim import ssim
 
 
 def mse_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -25,13 +25,10 @@ def psnr_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return per_channel.mean(-1).view(pred.shape[:2])
 
 
-def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    _, full = structural_similarity_index_measure(
-        pred.flatten(0, 1), target.flatten(0, 1), data_range=1.0, kernel_size=11, sigma=1.5, k1=0.01, k2=0.03, return_full_image=True
-    )
-    h = SSIM_HALF_WINDOW
-    valid = full[..., h:-h, h:-h]
-    return valid.mean((-2, -1)).mean(-1).view(pred.shape[:2])
+def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor,
+                   value_range: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """(B, T) SSIM; ``value_range`` = (low, high) min-max scales both first (SST, models/pde/evaluation.py)."""
+    return ssim(pred, target, "pde", value_range)
 
 
 def copy_last(cond: torch.Tensor, horizon: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from dynagen.models.pde.experiment import PDEConfig, steps_for
 from dynagen.models.pde.loss import draw_ae_time, separable_losses, total_loss
 from dynagen.models.pde.model import SeparableNetwork, build_model
 from dynagen.models.pde import visualize
+from dynagen.platform.context import Diverged
 
 
 def unwrap(model) -> SeparableNetwork:
@@ -109,8 +110,8 @@ def train_loop(config: PDEConfig, ctx) -> dict[str, float]:
         if step % config.log_every == 0 or last:
             final = {name: float(total) / count for name, total in running.items()}  # waits for the queued steps
             if not math.isfinite(final["loss"]):  # stop before a checkpoint could keep diverged weights
-                raise FloatingPointError(f"pde: loss {final['loss']} at step {step}: training diverged; "
-                                         "resume from the last checkpoint with a lower lr")
+                raise Diverged(f"pde: loss {final['loss']} at step {step}: training diverged; "
+                               "resume from the last checkpoint with a lower lr", step)
             elapsed = time.perf_counter() - tic
             final.update({"lr": lr_at(config, epoch), "epoch": float(epoch), "steps_per_s": count / max(elapsed, 1e-9)})
             ctx.report(step, final, state=state, final=last)

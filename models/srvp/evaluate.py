@@ -20,6 +20,8 @@ import numpy as np
 import torch
 
 from dynagen.models import moving_mnist
+from dynagen.models.manifest import arrays_sha256, file_sha256, library_versions
+from dynagen.models.ssim import CONVENTIONS
 from dynagen.models.srvp import data as srvp_data
 from dynagen.models.srvp import metrics as M
 from dynagen.models.srvp import visualize
@@ -197,4 +199,31 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
         visualize.save_png(out_dir / f"samples_{i}.png", visualize.grid(panels, nt_cond))
         visualize.save_gif(out_dir / f"samples_{i}.gif", visualize.gif_frames(panels, nt_cond))
     log.info("srvp evaluate: wrote per-frame curves and sample grids to %s", out_dir)
+    results["manifest"] = manifest(config, videos, source, n_test, n_samples, k_test, lpips, fvd)
     return results
+
+
+BEST_OF_N = ("per metric and clip independently, the sample with the best mean over the predicted frames (max PSNR, "
+             "max SSIM, min LPIPS); reported: the mean over clips of those best values, +- 1.96 std / sqrt(N)")
+
+
+def manifest(config, videos, source: str, n_test: int | None, n_samples: int, k_test: int, lpips: str | None,
+             fvd: str | None) -> dict[str, Any]:
+    """What was scored and how (metrics.json's ``manifest``; models/srvp/published.py decides comparability on it)."""
+    network = lambda path: None if not path else {"file": str(Path(path).resolve()), "sha256": file_sha256(path)}  # noqa: E731
+    return {
+        "test_set": {"dataset": config.dataset, "source": source, "stand_in": moving_mnist.STAND_IN in source,
+                     "n_test_requested": n_test, "clips": len(videos), "sha256": arrays_sha256(videos), "nx": config.nx,
+                     "seed": TEST_SEED},
+        "frames": {"conditioning": config.nt_cond, "predicted": config.nt_gen - config.nt_cond, "nt_gen": config.nt_gen},
+        "samples": {"n": n_samples, "best_of_n": BEST_OF_N},
+        "euler_steps": {"train": config.n_euler_steps, "test": k_test},
+        "metrics": {
+            "psnr": "10 log10(1 / MSE) per frame and channel (torchmetrics, data range 1), mean over channels, frames",
+            "ssim": {"convention": "srvp", **vars(CONVENTIONS["srvp"])},
+            "lpips": network(lpips) and {**network(lpips), "expects": "AlexNet-lin v0.1, inputs in [-1, 1]"},
+            "fvd": network(fvd) and {**network(fvd), "expects": "I3D Kinetics-400 logits, 224x224, [-1, 1]",
+                                     "hypothesis": "conditioning truth + the first sample", "frechet": M.FRECHET_METHOD},
+        },
+        "versions": library_versions("torch", "torchmetrics", "numpy", "scipy"),
+    }

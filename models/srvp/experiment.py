@@ -136,6 +136,19 @@ def evaluate(config: SRVPConfig, state, out_dir, *, samples: Optional[int] = Non
                n_euler_steps_test=n_euler_steps_test, lpips=lpips, fvd=fvd)
 
 
+def import_released(source, weights: Optional[str] = None):
+    """The original code's released model directory ``source`` as (config, checkpoint state): released.py."""
+    from dynagen.models.srvp.released import import_released as run
+
+    return run(source, weights)
+
+
+def published(config: SRVPConfig, metrics, manifest):
+    from dynagen.models.srvp.published import compare
+
+    return compare(config, metrics, manifest)
+
+
 EXPERIMENT = Experiment(
     name="srvp",
     config=SRVPConfig,
@@ -144,4 +157,6 @@ EXPERIMENT = Experiment(
     presets=PRESETS,
     backend="torch",
     description="Stochastic Latent Residual Video Prediction (Franceschi et al. 2020) on Moving MNIST, KTH, Human3.6M, BAIR",
+    importers={"released": import_released},
+    published=published,
 )

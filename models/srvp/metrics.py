@@ -3,10 +3,8 @@
 Videos are (T, B, C, H, W) in [0, 1]. Per-frame metrics return (T, B): averaged over channels, one value per
 frame and sequence. Sequence scores average them over the predicted frames.
 
-SSIM uses an 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1, and a *valid*
-convolution (no padding): the map of a 64x64 frame is 54x54. torchmetrics 1.9 reflect-pads the input and
-averages the padded border into its score, so the map is computed here with the same window and checked
-against torchmetrics' map on the interior (tests/test_srvp_loss_metrics.py).
+SSIM is the one implementation shared with the PDE model (models/ssim.py) in SRVP's convention: an 11x11 Gaussian
+window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1, *valid* convolution (a 64x64 frame gives a 54x54 map).
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
+from dynagen.models.ssim import ssim, ssim_map  # noqa: F401  (ssim_map: the map itself, for tests and plots)
 from dynagen.platform.configs import UsageError
 
-SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
 
 
 def frame_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -32,31 +30,9 @@ def frame_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return psnr.view(t, b, c).mean(-1)
 
 
-def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA, device: torch.device | str | None = None) -> torch.Tensor:
-    """Normalised (size, size) Gaussian window in float64, built on ``device`` (no host-to-device copy per call)."""
-    coords = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return torch.outer(g, g)
-
-
-def ssim_map(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM map of (N, C, H, W) images with the valid 11x11 Gaussian window, per channel: (N, C, H-10, W-10)."""
-    c = pred.shape[1]
-    window = gaussian_window(device=pred.device).to(pred.dtype)[None, None].expand(c, 1, -1, -1)
-    filt = lambda v: F.conv2d(v, window, groups=c)  # noqa: E731
-    mu_x, mu_y = filt(pred), filt(target)
-    var_x = filt(pred * pred) - mu_x**2
-    var_y = filt(target * target) - mu_y**2
-    cov = filt(pred * target) - mu_x * mu_y
-    c1, c2 = SSIM_K1**2, SSIM_K2**2
-    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-
-
 def frame_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean of the SSIM map per frame and channel, averaged over channels: (T, B)."""
-    t, b = pred.shape[:2]
-    return ssim_map(pred.flatten(0, 1), target.flatten(0, 1)).mean((-2, -1)).mean(-1).view(t, b)
+    """SSIM (SRVP's convention, models/ssim.py) per frame: the map's mean per channel, averaged over channels: (T, B)."""
+    return ssim(pred, target, "srvp")
 
 
 def best_of_n(scores: torch.Tensor, higher_is_better: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,15 +85,58 @@ def frame_lpips(network: torch.nn.Module, pred: torch.Tensor, target: torch.Tens
     return out.reshape(t, b)
 
 
+# Relative tolerances of the Fréchet distance's matrix square root (float64): eigenvalues of the PSD product below
+# -NEGATIVE_EIGENVALUE_TOL * its largest are not round-off, and the root's residual ||R R - M|| / ||M|| must stay
+# below SQRT_RESIDUAL_TOL.
+NEGATIVE_EIGENVALUE_TOL, SQRT_RESIDUAL_TOL = 1e-8, 1e-6
+FRECHET_METHOD = "trace sqrt(S_a S_b) = sum sqrt(eig(sqrt(S_a) S_b sqrt(S_a))), symmetric eigendecompositions, residual-checked"
+
+
+class FrechetError(ArithmeticError):
+    """The covariances are not positive semi-definite, or the square root's residual is above tolerance."""
+
+
+def _psd_sqrt(matrix: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(square root, eigenvalues) of a symmetric PSD matrix; round-off negative eigenvalues are set to 0."""
+    matrix = (matrix + matrix.T) / 2
+    eigenvalues, vectors = np.linalg.eigh(matrix)
+    scale = max(float(np.abs(eigenvalues).max()), np.finfo(np.float64).tiny)
+    if eigenvalues.min() < -NEGATIVE_EIGENVALUE_TOL * scale:
+        raise FrechetError(f"{what} has eigenvalue {eigenvalues.min():.3e} (largest {scale:.3e}): not positive "
+                           "semi-definite beyond round-off")
+    # Eigenvalues within round-off of 0 (D eps of the largest) are 0: their square roots (~sqrt(eps)) would
+    # otherwise add up to a visible error on rank-deficient covariances.
+    eigenvalues = np.where(eigenvalues < len(matrix) * np.finfo(np.float64).eps * scale, 0.0, eigenvalues)
+    root = (vectors * np.sqrt(eigenvalues)) @ vectors.T
+    residual = np.linalg.norm(root @ root - matrix) / max(np.linalg.norm(matrix), np.finfo(np.float64).tiny)
+    if residual > SQRT_RESIDUAL_TOL:
+        raise FrechetError(f"square root of {what}: relative residual {residual:.3e} > {SQRT_RESIDUAL_TOL:.0e}")
+    return root, eigenvalues
+
+
+def gaussian_frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between N(mu_a, S_a) and N(mu_b, S_b).
+
+    tr (S_a S_b)^(1/2) = tr (S_a^(1/2) S_b S_a^(1/2))^(1/2): the right-hand matrix is symmetric PSD, so both roots
+    come from symmetric eigendecompositions, real by construction, each checked by its residual (scipy's general
+    ``sqrtm`` of the non-symmetric product returned large imaginary parts on rank-deficient covariances in several
+    releases, which the usual ``.real`` then silently dropped). Not PSD beyond round-off: :class:`FrechetError`.
+    """
+    mu_a, mu_b, cov_a, cov_b = (np.asarray(v, dtype=np.float64) for v in (mu_a, mu_b, cov_a, cov_b))
+    for name, value in (("mu_a", mu_a), ("mu_b", mu_b), ("cov_a", cov_a), ("cov_b", cov_b)):
+        if not np.isfinite(value).all():
+            raise FrechetError(f"{name} has non-finite entries")
+    root_a, _ = _psd_sqrt(cov_a, "cov_a")
+    _, product_eigenvalues = _psd_sqrt(root_a @ cov_b @ root_a, "sqrt(cov_a) cov_b sqrt(cov_a)")
+    trace_sqrt = float(np.sqrt(product_eigenvalues).sum())
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_sqrt)
+
+
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     """Fréchet distance between Gaussian fits of two embedding sets (N, D) (FVD's final step, §4)."""
-    from scipy import linalg
-
-    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
-    cov_a, cov_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    covmean = linalg.sqrtm(cov_a @ cov_b)
-    covmean = covmean.real if np.iscomplexobj(covmean) else covmean
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+    features_a, features_b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
+    cov = lambda f: np.atleast_2d(np.cov(f, rowvar=False))  # noqa: E731  (D = 1 gives a 0-d array)
+    return gaussian_frechet_distance(features_a.mean(0), cov(features_a), features_b.mean(0), cov(features_b))
 
 
 def video_embeddings(network: torch.nn.Module, videos: torch.Tensor, chunk: int = 16) -> np.ndarray:

@@ -13,7 +13,7 @@ from dynagen.models.srvp import visualize
 from dynagen.models.srvp.loss import make_optimizer, optimizer_step, srvp_loss
 from dynagen.models.srvp.metrics import best_of_n, frame_psnr
 from dynagen.models.srvp.model import SRVP
-from dynagen.platform.context import save_state_atomically
+from dynagen.platform.context import Diverged, save_state_atomically
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ def train(config, ctx) -> dict[str, float]:
             # Parameters, not the loss: under AMP a non-finite loss is an fp16 overflow whose step GradScaler skips;
             # non-finite weights mean the run diverged, and it stops before a checkpoint could keep them.
             if not torch.stack([p.isfinite().all() for p in core.parameters()]).all():
-                raise FloatingPointError(f"srvp: non-finite weights at step {step} (train/loss {metrics['train/loss']}): "
-                                         "training diverged; resume from the last checkpoint with a lower lr")
+                raise Diverged(f"srvp: non-finite weights at step {step} (train/loss {metrics['train/loss']}): "
+                               "training diverged; resume from the last checkpoint with a lower lr", step)
             if ctx.is_main and (step % config.val_interval == 0 or last):
                 metrics["val/psnr"], (truth, best) = validate(core, val_batches, config, device)
                 save_samples(ctx, step, truth, best, config.nt_cond)
