@@ -2,7 +2,7 @@
 
 ``dynagen slurm submit [sbatch options] -- dynagen sweep NAME ...`` checks the command here (a bad
 search space fails now, not after hours in the queue), then submits the packaged job script
-``deploy/slurm/dynagen.sbatch`` (README, section "SLURM") with the command as its arguments. The
+``deploy/slurm/dynagen.sbatch`` (README: "Running on a SLURM cluster") with the command as its arguments. The
 script starts Ray across the allocation and calls back into two job-side subcommands:
 
 * ``wait-nodes HOST...``: waits, bounded, until every node of the allocation has joined Ray;
@@ -72,7 +72,7 @@ def check_command(command: list[str]) -> argparse.Namespace:
     if args.command == "sweep":
         from dynagen.platform.sweep import load_sweep_spec
 
-        args.spec = load_sweep_spec(args.search_space)
+        args.spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     return args
 
 
