@@ -156,6 +156,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     # The job script starts this in the background, where bash leaves SIGINT ignored; the script's
     # SIGINT before the time limit must stop the command (Tune then saves the sweep and returns).
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if args.sbatch_options:
+        raise UsageError(f"run: unexpected {shlex.join(args.sbatch_options)} before `--`; allowed: dynagen slurm run -- dynagen COMMAND ...")
     raise SystemExit(main(with_resume(args.command)[1:]))
 
 
@@ -164,7 +166,8 @@ def add_slurm_command(commands) -> None:
     slurm = commands.add_parser("slurm", help="run a sweep or training on a Ray cluster inside one SLURM job")
     sub = slurm.add_subparsers(dest="slurm_command", required=True, metavar="SUBCOMMAND", parser_class=SlurmParser)
 
-    submit = sub.add_parser("submit", passthrough=True, allow_abbrev=False, usage="dynagen slurm submit [--log-dir DIR] [--dry-run] [sbatch options] -- dynagen sweep NAME ...",
+    submit = sub.add_parser("submit", passthrough=True, allow_abbrev=False,
+                            usage="dynagen slurm submit [--log-dir DIR] [--dry-run] [sbatch options] -- dynagen sweep NAME ...",
                             help="submit the job script with a dynagen command (sbatch options pass through)")
     submit.add_argument("--log-dir", default=DEFAULT_LOG_DIR, metavar="DIR",
                         help=f"job logs as DIR/<job name>-<job id>.out (default: ./{DEFAULT_LOG_DIR})")
