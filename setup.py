@@ -6,9 +6,10 @@ The repository's top-level folders are mapped into ``dynagen`` by ``package-dir`
 shadow the stdlib ``platform`` from the repository root), so it is named here.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, find_packages, setup
 
 MODELS = [f"dynagen.{name}" for name in find_packages(include=["models", "models.*"])]
-DEPLOY = [f"dynagen.{name}" for name in find_packages(include=["deploy", "deploy.*"])]  # the SLURM job script
+# deploy/'s folders hold only data (the SLURM job script), so they are found as namespace packages.
+DEPLOY = [f"dynagen.{name}" for name in find_namespace_packages(include=["deploy", "deploy.*"])]
 
 setup(packages=["dynagen.platform", "dynagen.search_spaces", *MODELS, *DEPLOY])
