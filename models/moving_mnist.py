@@ -20,12 +20,12 @@ Digit sources (:func:`digits_for`). Nothing is ever downloaded:
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from dynagen.models.idx import read_idx
 from dynagen.models.training_data import EpochDataset
 
 COLLISION_EPS = 1e-8  # §5 tolerance when testing out-of-bounds positions and wall intersections
@@ -242,15 +242,6 @@ def find_or_build_test_set(data_dir: str | Path | None, seq_len: int, *, determi
 KERAS_NPZ = "mnist.npz"  # keras layout: x_train, x_test (N, 28, 28) uint8; y_train, y_test (N,)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format), optionally gzipped."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
-        data = handle.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
 def _find(data_dir: Path, stem: str) -> Path:
     """MNIST IDX file ``stem[.gz]`` in ``data_dir`` or ``data_dir/MNIST/raw``."""
     for folder in (data_dir, data_dir / "MNIST" / "raw"):
@@ -292,9 +283,9 @@ def mnist_digits(data_dir: str | Path, train: bool, digit_size: int = 28) -> tup
             images = np.asarray(arrays[f"x_{split}"], dtype=np.uint8)
             labels = arrays[f"y_{split}"].astype(np.int16) if f"y_{split}" in arrays else np.full(len(images), -1, np.int16)
         return resize_digits(images, digit_size), labels
-    images = _read_idx(images_file)
+    images = read_idx(images_file, ndim=3)
     try:
-        labels = _read_idx(_find(data_dir, f"{prefix}-labels-idx1-ubyte")).astype(np.int16)
+        labels = read_idx(_find(data_dir, f"{prefix}-labels-idx1-ubyte"), ndim=1).astype(np.int16)
     except FileNotFoundError:
         labels = np.full(len(images), -1, dtype=np.int16)
     return resize_digits(images, digit_size), labels

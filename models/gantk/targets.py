@@ -8,11 +8,12 @@ are mapped to 1.999·(v − 0.5) like the original; image particles start as i.i
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from dynagen.models.idx import read_idx
 
 if TYPE_CHECKING:
     from dynagen.models.gantk.experiment import GanNtkConfig
@@ -73,16 +74,6 @@ def digits(n: int, rng: np.random.Generator) -> np.ndarray:
     return to_signed(images[rng.permutation(len(images))[:n], :, :, None])
 
 
-def _read_idx_images(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if int.from_bytes(data[:4], "big") != 0x803:
-        raise ValueError(f"{path}: not an idx3-ubyte image file")
-    count, rows, cols = (int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
-
-
 def mnist(path: str | Path, n: int, rng: np.random.Generator) -> np.ndarray:
     """n MNIST training images from ``train-images-idx3-ubyte[.gz]`` (a file, or searched under a folder),
     zero-padded 28×28 → 32×32 (torchvision's CenterCrop(32)), shape [n, 32, 32, 1]."""
@@ -92,7 +83,7 @@ def mnist(path: str | Path, n: int, rng: np.random.Generator) -> np.ndarray:
         if not found:
             raise FileNotFoundError(f"data_path: no train-images-idx3-ubyte[.gz] under {path}")
         path = found[0]
-    images = _read_idx_images(path)
+    images = read_idx(path, ndim=3)
     chosen = images[rng.permutation(len(images))[:n]].astype(np.float64) / 255.0
     rows, cols = chosen.shape[1:]
     top, left = (32 - rows) // 2, (32 - cols) // 2
