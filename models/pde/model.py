@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from dynagen.models.layers import init_orthogonal
 from dynagen.models.pde import networks as nets
 from dynagen.models.pde.data import frame_shape
 
@@ -173,5 +174,5 @@ def build_model(config, initialise: bool = True) -> SeparableNetwork:
     if initialise:
         for part in (model.Es, model.Et, model.decoder):
             nets.init_normal(part, config.gain_encoder)
-        nets.init_orthogonal(model.temporal, config.gain_resnet)
+        init_orthogonal(model.temporal, config.gain_resnet)
     return model

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynagen.models.srvp.networks import DECODERS, ENCODERS, MLP, init_conv_weights, init_orthogonal
+from dynagen.models.layers import MLP, init_orthogonal
+from dynagen.models.srvp.networks import DECODERS, ENCODERS, init_conv_weights
 
 Ablation = Literal["residual", "gru", "mlp", "no_z"]
 STD_EPS = 1e-8
@@ -96,7 +97,7 @@ class SRVP(nn.Module):
         self.encoder.apply(init_conv_weights)
         self.decoder.apply(init_conv_weights)
         if ablation != "gru":
-            self.dynamics.apply(lambda m: init_orthogonal(m, res_gain))
+            init_orthogonal(self.dynamics, res_gain)
 
     @classmethod
     def from_config(cls, config) -> "SRVP":

@@ -12,33 +12,11 @@ import math
 import torch
 from torch import nn
 
-LRELU_SLOPE = 0.2
-
-
-def conv_block(conv: nn.Module, out_channels: int, bn: bool = True, activation: nn.Module | None = None) -> nn.Sequential:
-    """§1.1: conv -> BatchNorm (optional) -> activation, in that order (the convs have no bias)."""
-    layers = [conv]
-    if bn:
-        layers.append(nn.BatchNorm2d(out_channels))
-    layers.append(activation if activation is not None else nn.LeakyReLU(LRELU_SLOPE, inplace=True))
-    return nn.Sequential(*layers)
-
+from dynagen.models.layers import conv_block
 
 def conv3x3_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """VGG64's every conv: 3x3 s1 p1 + BN + LeakyReLU(0.2)."""
     return conv_block(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), out_channels)
-
-
-class MLP(nn.Sequential):
-    """§1.1: ``Linear -> [ReLU -> Linear] x (n_layers - 1)``: no activation before the first layer, linear output."""
-
-    def __init__(self, n_in: int, n_hid: int, n_out: int, n_layers: int):
-        assert n_layers >= 2, "an SRVP MLP has at least two linear layers"
-        layers: list[nn.Module] = [nn.Linear(n_in, n_hid)]
-        for _ in range(n_layers - 2):
-            layers += [nn.ReLU(inplace=True), nn.Linear(n_hid, n_hid)]
-        layers += [nn.ReLU(inplace=True), nn.Linear(n_hid, n_out)]
-        super().__init__(*layers)
 
 
 def _dcgan_depth(nx: int) -> int:
@@ -160,11 +138,4 @@ def init_conv_weights(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
-def init_orthogonal(module: nn.Module, gain: float) -> None:
-    """§1.6: the residual function's linear layers get orthogonal weights with gain ``res_gain``, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.orthogonal_(module.weight, gain=gain)
         nn.init.zeros_(module.bias)
