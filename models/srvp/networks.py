@@ -1,8 +1,8 @@
-"""SRVP building blocks (spec §1.1-§1.3, §1.6): conv blocks, MLPs, DCGAN64 / VGG64 frame encoders and decoders.
+"""SRVP building blocks (docs/srvp.md §1.1-§1.3, §1.6): conv blocks, MLPs, DCGAN64 / VGG64 frame encoders and decoders.
 
 Encoders map one frame to ``h in (-1, 1)^nhx`` plus the block outputs ("skips"), deepest first.
 Decoders map ``[w, y]`` (and optionally the skips of one frame) back to a frame in (0, 1).
-The DCGAN pair also accepts 32x32 frames (one fewer stride-2 block, spec §8).
+The DCGAN pair also accepts 32x32 frames (one fewer stride-2 block, docs/srvp.md §8).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class FrameDecoder(nn.Module):
 
 
 class DCGANEncoder(FrameEncoder):
-    """§1.2 DCGAN64Encoder: stride-2 4x4 convs (first without BN), then a 4x4 valid conv + BN + tanh."""
+    """docs/srvp.md §1.2 DCGAN64Encoder: stride-2 4x4 convs (first without BN), then a 4x4 valid conv + BN + tanh."""
 
     def __init__(self, nc: int, nf: int, nhx: int, nx: int = 64):
         super().__init__()
@@ -72,7 +72,7 @@ class DCGANEncoder(FrameEncoder):
 
 
 class DCGANDecoder(FrameDecoder):
-    """§1.3 DCGAN64Decoder: 4x4 valid transposed conv to 8nf x 4x4, stride-2 transposed convs, sigmoid."""
+    """docs/srvp.md §1.3 DCGAN64Decoder: 4x4 valid transposed conv to 8nf x 4x4, stride-2 transposed convs, sigmoid."""
 
     def __init__(self, n_in: int, nc: int, nf: int, nx: int = 64, skipco: bool = False):
         super().__init__()
@@ -89,7 +89,7 @@ class DCGANDecoder(FrameDecoder):
 
 
 class VGGEncoder(FrameEncoder):
-    """§1.2 VGG64Encoder: four VGG blocks (64, 32, 16, 8), max-pool to 4x4, 4x4 valid conv + BN + tanh."""
+    """docs/srvp.md §1.2 VGG64Encoder: four VGG blocks (64, 32, 16, 8), max-pool to 4x4, 4x4 valid conv + BN + tanh."""
 
     def __init__(self, nc: int, nf: int, nhx: int, nx: int = 64):
         super().__init__()
@@ -108,7 +108,7 @@ class VGGEncoder(FrameEncoder):
 
 
 class VGGDecoder(FrameDecoder):
-    """§1.3 VGG64Decoder: 4x4 transposed conv + upsample, VGG blocks with nearest upsampling, 3x3 transposed conv."""
+    """docs/srvp.md §1.3 VGG64Decoder: 4x4 transposed conv + upsample, VGG blocks with nearest upsampling, 3x3 transposed conv."""
 
     def __init__(self, n_in: int, nc: int, nf: int, nx: int = 64, skipco: bool = False):
         super().__init__()
@@ -131,7 +131,7 @@ DECODERS = {"dcgan": DCGANDecoder, "vgg": VGGDecoder}
 
 
 def init_conv_weights(module: nn.Module) -> None:
-    """§1.6: conv / transposed-conv weights ~ N(0, 0.02); BatchNorm weights ~ N(1, 0.02), biases 0."""
+    """docs/srvp.md §1.6: conv / transposed-conv weights ~ N(0, 0.02); BatchNorm weights ~ N(1, 0.02), biases 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
