@@ -1,6 +1,6 @@
-"""Encoder, decoder and residual networks of the separable model (spec §1.3–§1.5).
+"""Encoder, decoder and residual networks of the separable model (docs/pde.md §1.3–§1.5).
 
-Every network is the original's layer for layer, so parameter counts match spec §1.6 (checked in
+Every network is the original's layer for layer, so parameter counts match docs/pde.md §1.6 (checked in
 tests/test_pde_model.py). Notation: nf = hidden filters; a "block" is conv → BatchNorm2d → LeakyReLU(0.2).
 Encoders see the τ conditioning frames, stacked on channels (conv) or flattened (MLP); none has an
 output activation. With ``skip=True`` a conv encoder also returns its stage outputs, deepest first,
@@ -25,11 +25,11 @@ def block3x3(c_in: int, c_out: int, transposed: bool = False) -> nn.Sequential:
 
 
 def nested_mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
-    """§1.3's MLP held under ``net`` as in the original, so its parameters stay ``<owner>.net.<i>.*``."""
+    """docs/pde.md §1.3's MLP held under ``net`` as in the original, so its parameters stay ``<owner>.net.<i>.*``."""
     return nn.Sequential(OrderedDict(net=MLP(n_in, n_hidden, n_out, n_layers)))
 
 
-# ----------------------------------------------------------------------------------------- encoders (§1.4)
+# ----------------------------------------------------------------------------------------- encoders (docs/pde.md §1.4)
 
 
 class MLPEncoder(nn.Module):
@@ -115,7 +115,7 @@ class ResNet18Encoder(nn.Module):
     """DrNet's ResNet18 (Chairs), 64²: spatial sizes 33 → 17 → 17 → 9 → 5 → 3 → 1; returns no skips.
 
     The original also defines a ``bn_out`` it never calls; it is left out here, so the parameter count
-    is 2·code below the original's (spec §1.6 total 27,190,507 for Chairs includes 2·(128 + 10) = 276).
+    is 2·code below the original's (docs/pde.md §1.6 total 27,190,507 for Chairs includes 2·(128 + 10) = 276).
     """
 
     def __init__(self, c_in: int, code: int):
@@ -168,7 +168,7 @@ class ConstantS(nn.Module):
         return cond.new_ones(cond.shape[0], self.code)
 
 
-# ----------------------------------------------------------------------------------------- decoders (§1.5)
+# ----------------------------------------------------------------------------------------- decoders (docs/pde.md §1.5)
 
 
 class MLPDecoder(nn.Module):
@@ -268,7 +268,7 @@ class DecoderSST(nn.Module):
         return h
 
 
-# ------------------------------------------------------------------------------ residual vector fields (§1.2)
+# ------------------------------------------------------------------------------ residual vector fields (docs/pde.md §1.2)
 
 
 class MLPField(nn.Module):
@@ -295,7 +295,7 @@ class ConvField(nn.Module):
         return self.net(y)
 
 
-# ------------------------------------------------------------------------------------- initialisation (§1.5)
+# ------------------------------------------------------------------------------------- initialisation (docs/pde.md §1.5)
 
 
 def init_normal(module: nn.Module, gain: float = 0.02) -> None:
