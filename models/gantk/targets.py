@@ -1,4 +1,4 @@
-"""Source (initial particles) and target sets (spec §4), as numpy arrays [n, *shape].
+"""Source (initial particles) and target sets (docs/gantk.md §4), as numpy arrays [n, *shape].
 
 Toy targets are generated; image targets are read from files the user points to (nothing is
 downloaded): scikit-learn's bundled 8×8 digits (d = 64) work out of the box, MNIST is read from the
@@ -18,7 +18,7 @@ from dynagen.models.idx import read_idx
 if TYPE_CHECKING:
     from dynagen.models.gantk.experiment import GanNtkConfig
 
-# Fixed 1-D / 2-D sets of spec §4 (source, target), used by the adequation plots.
+# Fixed 1-D / 2-D sets of docs/gantk.md §4 (source, target), used by the adequation plots.
 FIXED_SETS = {
     "modes_1d": (
         1.5 * np.array([-1.2, -1.34, -0.8, -0.7, -0.3])[:, None],
@@ -42,7 +42,7 @@ def ring(n: int, n_modes: int, radius: float, std: float, rng: np.random.Generat
 
 
 def image_density(path: str | Path, n: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """Samples of the density drawn by a grayscale image (spec §4 `image`): dark = mass.
+    """Samples of the density drawn by a grayscale image (docs/gantk.md §4 `image`): dark = mass.
 
     One Gaussian per pixel (row r, col c of an h×w image): weight ∝ max(I) − I[r, c], mean
     (scale·(−1 + 2c/(w−1)), scale·(1 − 2r/(h−1))), std (scale/w, scale/h).
