@@ -243,7 +243,6 @@ class ResultsWriter:
 
 def read_summary(storage: str | None, sweep_id: str, experiment: str, trial_id: str) -> dict[str, Any] | None:
     """The summary row a trial wrote (in its own file, or in a compacted part), or None."""
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     filesystem, root = results_dir(storage, sweep_id)
@@ -334,7 +333,6 @@ def read_results(storage: str | None, sweep_id: str, kind: str | None = None, de
     the steps after it) keep only the latest write. A listing overtaken by a concurrent compaction (a
     newer manifest, a file gone) is made again, up to ``attempts`` times."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     filesystem, root = results_dir(storage, sweep_id)
     for attempt in range(attempts):
