@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,16 @@ from dynagen.platform.backends import backend_of
 from dynagen.platform.configs import UsageError
 from dynagen.platform.context import Diverged, LocalContext, Progress, TrainContext, TuneContext
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
-from dynagen.platform.results import join, read_summary, resolve_storage
+from dynagen.platform.results import is_uri, join, read_summary, resolve_storage, write_bytes_atomically
 from dynagen.platform.run import (
     COMPLETED_KEY, DEFAULT_CHECKPOINT_EVERY, DEFAULT_KEEP_CHECKPOINTS, Run, RunNotFound, RunSettings, diverged_report,
-    final_report, final_status, read_final_report, read_run_config, run_dir_for, summary_callback, trial_config, write_run_config,
+    final_report, final_status, read_final_report, read_run_config, run_dir_for, run_exists, run_path, summary_callback,
+    trial_config, write_run_config,
 )
+from dynagen.platform.names import check_name
 from dynagen.platform.runtime import ensure_ray, limit_threads, train_worker_env
+
+ERROR_FILE = "error.txt"  # a --local run's traceback, in its run folder (Ray keeps its own)
 
 __all__ = ["COMPLETED_KEY", "RunNotFound", "RunResult", "RunSettings", "read_run_config", "run_training", "train_locally",
            "train_worker", "tune_trial"]
@@ -154,6 +159,28 @@ def startup_times(entered: float, started: float) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
+def new_run_name(experiment: Experiment, kind: str) -> str:
+    """A fresh run id: the time to the second for people, a random part so that two runs never share one."""
+    return f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+def run_name(experiment: Experiment, storage: str, name: str | None, resume: str | None, kind: str) -> str:
+    """The run's validated name: ``resume`` (which must exist), else ``name`` (which must not: Ray Train would restore
+    an existing run by its name and continue it under a new config), else a fresh id."""
+    if resume:
+        check_name(resume, "resume")
+        if name and name != resume:
+            raise UsageError(f"name: {name!r} with --resume {resume!r}; allowed: --resume alone (the run keeps its name)")
+        read_run_config(storage, resume)  # the run must exist
+        return resume
+    if name is None:
+        return new_run_name(experiment, kind)
+    check_name(name, "name")
+    if run_exists(storage, name):
+        raise UsageError(f"name: run {name!r} already exists under {storage}; allowed: a new name, or --resume {name}")
+    return name
+
+
 @dataclass
 class RunResult:
     metrics: dict[str, float]
@@ -187,23 +214,25 @@ def train_locally(
     """The run in this process with :class:`LocalContext` (no Ray): the same files and rows as on Ray."""
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
-    name = resume or name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
-    run_dir, remote_uri = run_dir_for(canonical, name)
-    if remote_uri is not None:
-        raise UsageError("storage: --local runs need a local storage path")
+    if is_uri(canonical):
+        raise UsageError(f"storage: --local runs need a local storage path, got {canonical}; allowed: a folder of this machine")
+    name = run_name(experiment, canonical, name, resume, "local")
+    run_dir, _ = run_dir_for(canonical, name)
     if cpus:
         limit_threads(cpus)  # before train() imports the model's heavy libraries
-    device = backend_of(experiment).local_device(use_gpu)
+    backend = backend_of(experiment)
+    device = backend.local_device(use_gpu)
     write_run_config(canonical, name, experiment, config.model_dump(mode="json"))
     settings = RunSettings(storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
                            progress_every_s=progress_every_s)
     run = Run(settings, experiment.name, name, config)
-    ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run,
+    ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run, backend=backend,
                        progress=_progress(experiment, name, run, settings))
     try:
         report = _train(experiment, config, ctx)
     except BaseException:
         run.write_summary("error", ctx.last_step, {})  # the steps logged so far are in the results store
+        write_bytes_atomically(canonical, join(name, ERROR_FILE), traceback.format_exc().encode())
         raise
     status, reason, metrics = final_status(report)
     run.write_summary(status, int(report["step"]), metrics, reason=reason)
@@ -236,10 +265,7 @@ def run_training(
     """
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
-    if resume:
-        read_run_config(canonical, resume)  # the run must exist
-        name = resume
-    name = name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+    name = run_name(experiment, canonical, name, resume, "ray")
     ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")})
     config_dict = config.model_dump(mode="json")
     write_run_config(canonical, name, experiment, config_dict)
@@ -248,7 +274,7 @@ def run_training(
         keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
         cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict,
     )
-    run_dir, _ = run_dir_for(canonical, name)
+    run_dir = Path(run_path(canonical, name))
     if not backend_of(experiment).in_trainer(workers, single_run=True):
         (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
         return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)

@@ -41,6 +41,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from dynagen.platform.configs import UsageError
+
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
@@ -105,7 +107,10 @@ def join(*parts: str) -> str:
 
 
 def results_dir(storage: str | None, sweep_id: str) -> tuple["pafs.FileSystem", str]:
-    filesystem, base, _ = resolve_storage(storage)
+    from dynagen.platform.names import inside
+
+    filesystem, base, canonical = resolve_storage(storage)
+    inside(canonical, sweep_id, field="sweep")
     return filesystem, join(base, sweep_id, "results")
 
 
@@ -158,14 +163,31 @@ def _table(rows: list[dict[str, Any]]) -> "pa.Table":
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def _fsync(path: str, directory: bool = False) -> None:
+    descriptor = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _write_atomically(filesystem: "pafs.FileSystem", target: str, write) -> str:
-    """``write(temporary_path)`` then rename onto ``target``: readers never see a partial file."""
+    """``write(temporary_path)`` (a hidden file in the target's folder) then a rename onto ``target``: readers never
+    see a partial file. On a local disk the file is fsynced before the rename and the folder after it, so a crash
+    leaves the old file or the new one; the temp file is removed on any error."""
+    import pyarrow.fs as pafs
+
     directory, _, filename = target.rpartition("/")
     filesystem.create_dir(directory, recursive=True)
     temporary = join(directory, f".{filename}.{uuid.uuid4().hex[:8]}.tmp")
+    local = isinstance(filesystem, pafs.LocalFileSystem)
     try:
         write(temporary)
+        if local:
+            _fsync(temporary)
         filesystem.move(temporary, target)
+        if local:
+            _fsync(directory, directory=True)
     except BaseException:
         try:
             filesystem.delete_file(temporary)
@@ -191,6 +213,20 @@ def write_bytes_atomically(storage: str | None, relative_path: str, data: bytes)
 
     _write_atomically(filesystem, join(base, relative_path), write)
     return join(canonical, relative_path)
+
+
+def copy_file_atomically(source: str | Path, target_uri: str) -> str:
+    """Upload the local file ``source`` to ``target_uri`` (any storage) through the same atomic writer."""
+    import pyarrow.fs as pafs
+
+    filesystem, target = pafs.FileSystem.from_uri(target_uri)
+
+    def write(path: str) -> None:
+        with open(source, "rb") as reader, filesystem.open_output_stream(path) as handle:
+            for block in iter(lambda: reader.read(1 << 20), b""):
+                handle.write(block)
+
+    return _write_atomically(filesystem, target, write)
 
 
 class ResultsWriter:
@@ -243,6 +279,7 @@ class ResultsWriter:
 
 def read_summary(storage: str | None, sweep_id: str, experiment: str, trial_id: str) -> dict[str, Any] | None:
     """The summary row a trial wrote (in its own file, or in a compacted part), or None."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     filesystem, root = results_dir(storage, sweep_id)
@@ -252,9 +289,9 @@ def read_summary(storage: str | None, sweep_id: str, experiment: str, trial_id: 
     manifest = _latest_manifest(filesystem, root)
     if manifest is None or trial_id not in manifest["trials"].get(experiment, ()):
         return None
-    table = _read_files(filesystem, [join(root, part) for part in manifest["parts"] if part.startswith(f"experiment={experiment}/")],
-                        filters=[("trial_id", "=", trial_id), ("kind", "=", "summary")])
-    return table.to_pylist()[0] if table is not None and table.num_rows else None
+    table = _read_files(filesystem, [join(root, part) for part in manifest["parts"] if part.startswith(f"experiment={experiment}/")])
+    rows = [] if table is None else table.filter(pc.and_(pc.equal(table["trial_id"], trial_id), pc.equal(table["kind"], "summary"))).to_pylist()
+    return rows[0] if rows else None
 
 
 def _parquet_files(filesystem: "pafs.FileSystem", root: str) -> Iterable[tuple[str, str]]:
@@ -290,18 +327,24 @@ def _latest_manifest(filesystem: "pafs.FileSystem", root: str, manifests: list[t
         return json.loads(handle.read().decode())
 
 
-def _read_files(filesystem: "pafs.FileSystem", paths: list[str], filters=None, experiments: list[str] | None = None) -> "pa.Table | None":
+def _read_files(filesystem: "pafs.FileSystem", paths: list[str], experiments: list[str] | None = None) -> "pa.Table | None":
     """The files' rows as one table (schemas unified by name; an ``experiment`` column if ``experiments``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     tables = []
     for index, path in enumerate(paths):
-        table = pq.read_table(path, filesystem=filesystem, filters=filters)
+        table = _read_results_file(filesystem, path)
         if experiments is not None:
             table = table.append_column("experiment", pa.array([experiments[index]] * table.num_rows, pa.string()))
         tables.append(table)
-    return pa.concat_tables(tables, promote_options="permissive") if tables else None
+    if not tables:
+        return None
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ResultsError(f"results: files under {paths[0].rsplit('/', 2)[0]} have clashing column types ({_first_line(error)[:160]}); "
+                           f"allowed: one type per column, as dynagen writes them") from None
 
 
 class _Overtaken(Exception):
@@ -333,19 +376,21 @@ def read_results(storage: str | None, sweep_id: str, kind: str | None = None, de
     the steps after it) keep only the latest write. A listing overtaken by a concurrent compaction (a
     newer manifest, a file gone) is made again, up to ``attempts`` times."""
     import pyarrow as pa
+    import pyarrow.compute as pc
 
     filesystem, root = results_dir(storage, sweep_id)
     for attempt in range(attempts):
         try:
             files, _ = _current_files(filesystem, root)
-            table = _read_files(filesystem, [join(root, r) for r, _ in files], experiments=[e for _, e in files],
-                                filters=[("kind", "=", kind)] if kind is not None else None)
+            table = _read_files(filesystem, [join(root, r) for r, _ in files], experiments=[e for _, e in files])
             break
         except (_Overtaken, FileNotFoundError):
             if attempt == attempts - 1:
                 raise
     if table is None:
         raise FileNotFoundError(f"sweep: no results for {sweep_id!r} under {root}")
+    if kind is not None:
+        table = table.filter(pc.equal(table["kind"], kind))
     if dedupe and table.num_rows:
         frame = table.to_pandas()
         steps = frame[frame["kind"] == "step"].sort_values("wall_time").drop_duplicates(["trial_id", "step"], keep="last")
@@ -410,6 +455,29 @@ def _delete(filesystem: "pafs.FileSystem", root: str, relatives: Iterable[str]) 
 def _trial_of(relative: str) -> str:
     """The trial a file belongs to: files are named ``<trial>-steps-<first>-<last>.parquet`` / ``<trial>-summary.parquet``."""
     return re.sub(r"-(steps-\d+-\d+|summary)\.parquet$", "", relative.rsplit("/", 1)[-1])
+
+
+class ResultsError(UsageError):
+    """A results file that cannot be read as the store's rows (damaged, foreign, inconsistent)."""
+
+
+def _read_results_file(filesystem: "pafs.FileSystem", path: str) -> "pa.Table":
+    """One Parquet file of the store, refused in one line if damaged or without the store's columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, filesystem=filesystem)
+    except FileNotFoundError:
+        raise  # gone since it was listed (a compaction): the reader lists again
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise ResultsError(f"results: {path} is not a readable Parquet file ({_first_line(error)[:160]}); "
+                           "allowed: files dynagen wrote (remove or move this one)") from None
+    missing = [column for column in ("trial_id", "kind", "step") if column not in table.column_names]
+    if missing:
+        raise ResultsError(f"results: {path} has no {', '.join(missing)} column; allowed: files dynagen wrote "
+                           f"(columns {', '.join(FIXED_COLUMNS)}, config.*, metrics)")
+    return table
 
 
 def list_sweeps(storage: str | None = None) -> list[str]:

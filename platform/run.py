@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-from dynagen.platform.configs import deep_merge
-from dynagen.platform.results import ResultsWriter, join, numeric_metrics, read_summary, resolve_storage, write_bytes_atomically
+from dynagen.platform.configs import UsageError, deep_merge
+from dynagen.platform.names import inside
+from dynagen.platform.results import (
+    ResultsWriter, copy_file_atomically, is_uri, join, numeric_metrics, read_summary, resolve_storage, write_bytes_atomically,
+)
 
 if TYPE_CHECKING:
     from dynagen.platform.context import Diverged
@@ -63,13 +66,20 @@ class RunSettings:
     seeds: list[int] = field(default_factory=lambda: [0])  # a sweep's seeds (Repeater's index picks one)
 
 
-def run_dir_for(storage: str, *parts: str) -> tuple[Path, str | None]:
-    """``(local run dir, remote URI to upload it to at the end or None)``."""
+def run_path(storage: str, *parts: str, field: str = "name") -> str:
+    """``<storage>/<part>/...`` (a local path or a URI), each part a validated name, inside the storage root."""
     _, base, canonical = resolve_storage(storage)
-    if canonical.startswith("/"):
-        return Path(join(base, *parts)), None
-    staging = Path(tempfile.gettempdir()) / "dynagen-staging" / "/".join(parts)
-    return staging, join(canonical, *parts)
+    inside(canonical, *parts, field=field)
+    return join(canonical, *parts)
+
+
+def run_dir_for(storage: str, *parts: str) -> tuple[Path, str | None]:
+    """``(local run dir, remote URI to upload it to at the end or None)``. A remote run is written in a private
+    staging folder of this machine (``mkdtemp``: unpredictable, readable by this user only) and uploaded."""
+    path = run_path(storage, *parts)
+    if not is_uri(path):
+        return Path(path), None
+    return Path(tempfile.mkdtemp(prefix="dynagen-staging-")), path
 
 
 # --------------------------------------------------------------------------------------------
@@ -84,6 +94,7 @@ class RunNotFound(FileNotFoundError):
 def read_run_file(storage: str | None, name: str, filename: str, parse) -> Any:
     """``parse(text)`` of ``<storage>/<name>/<filename>`` (raises :class:`RunNotFound`)."""
     filesystem, base, canonical = resolve_storage(storage)
+    inside(canonical, name, field="run")
     try:
         with filesystem.open_input_stream(join(base, name, filename)) as handle:
             return parse(handle.read().decode())
@@ -100,10 +111,25 @@ def write_run_config(storage: str, name: str, experiment: "Experiment", config_d
 
 
 def read_run_config(storage: str | None, name: str) -> dict[str, Any]:
-    """The resolved config saved with run ``name``, with its ``experiment`` key."""
+    """The resolved config saved with run ``name``, with its ``experiment`` key (a damaged file is a usage error)."""
     import yaml
 
-    return read_run_file(storage, name, CONFIG_FILE, yaml.safe_load)
+    allowed = "allowed: the YAML mapping dynagen wrote there (fix or remove the run)"
+    try:
+        document = read_run_file(storage, name, CONFIG_FILE, yaml.safe_load)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UsageError(f"resume: {CONFIG_FILE} of run {name!r} is not YAML text ({type(error).__name__}); {allowed}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("experiment"), str):
+        raise UsageError(f"resume: {CONFIG_FILE} of run {name!r} holds {type(document).__name__}, not a config with its "
+                         f"experiment; {allowed}")
+    return document
+
+
+def run_exists(storage: str, name: str) -> bool:
+    """Whether run ``name`` has a folder under ``storage`` (a new run must not reuse it)."""
+    filesystem, base, canonical = resolve_storage(storage)
+    inside(canonical, name, field="name")
+    return filesystem.get_file_info(join(base, name)).type.name != "NotFound"
 
 
 def final_report(final: Mapping[str, Any] | None, last_step: int) -> dict[str, float]:
@@ -182,10 +208,9 @@ class Run:
         if self.results is None:
             return
         self.results.flush()
-        if self._upload_to:
-            import pyarrow.fs as pafs
-
-            pafs.copy_files(str(self.run_dir), self._upload_to, source_filesystem=pafs.LocalFileSystem())
+        if self._upload_to:  # each file atomically: a reader of the bucket never sees half of one
+            for path in sorted(p for p in self.run_dir.rglob("*") if p.is_file()):
+                copy_file_atomically(path, join(self._upload_to, path.relative_to(self.run_dir).as_posix()))
 
     def finish(self, report: Mapping[str, Any]) -> Mapping[str, Any]:
         """``metrics.json`` (rank 0) from the run's last report (:func:`final_report` or :func:`diverged_report`)."""
