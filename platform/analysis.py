@@ -14,6 +14,7 @@ import tempfile
 from typing import Any, Sequence
 
 from dynagen.platform.configs import UsageError, format_table
+from dynagen.platform.provenance import COMMIT_COLUMN, VERSION_COLUMN
 from dynagen.platform.results import CONFIG_PREFIX, FIXED_COLUMNS, read_results, write_bytes_atomically
 
 NON_METRIC_COLUMNS = (*FIXED_COLUMNS, "experiment")
@@ -100,6 +101,16 @@ def summarize(storage: str, sweep: str, group_by: Sequence[str] | None = None, m
     return rows
 
 
+def code_versions(storage: str, sweep: str) -> dict[str, int]:
+    """``version@commit`` -> number of summary rows it produced (rows written before provenance: ``unknown``)."""
+    from collections import Counter
+
+    frame = _load(storage, sweep, "summary")
+    text = lambda column: [v if isinstance(v, str) else None for v in frame[column]] if column in frame else [None] * len(frame)  # noqa: E731
+    return dict(Counter(f"{version}@{(commit or 'no-git')[:12]}" if version else "unknown"
+                        for version, commit in zip(text(VERSION_COLUMN), text(COMMIT_COLUMN))))
+
+
 def write_summary_files(storage: str, sweep: str, rows: list[dict[str, Any]]) -> tuple[str, str]:
     import pandas as pd
     import pyarrow as pa
@@ -122,6 +133,10 @@ def print_summary(storage: str, sweep: str, group_by=None, metrics=None, analysi
     rows = summarize(storage, sweep, group_by, metrics)
     print(format_table(rows))
     print(f"means and 95% CIs over {' and '.join(AGGREGATED_STATUSES)} trials; diverged and failed trials have no metric values")
+    versions = code_versions(storage, sweep)
+    if len(versions) > 1:
+        shown = ", ".join(f"{version} ({count} trials)" for version, count in versions.items())
+        print(f"note: these rows come from {len(versions)} versions of the code: {shown}")
     for path in write_summary_files(storage, sweep, rows):
         print(f"wrote {path}")
     return rows

@@ -71,14 +71,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         from dynagen.platform.launch import train_locally
 
         result = train_locally(experiment, config, storage=storage, name=args.name, resume=args.resume,
-                               checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker)
+                               checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker,
+                               verbose=args.verbose, show_progress=True)
     else:
         from dynagen.platform.launch import run_training
 
         result = run_training(
             experiment, config, workers=args.workers, use_gpu=args.gpu, storage=storage, name=args.name,
             resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
-            max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
+            max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1, verbose=args.verbose,
         )
         print(f"latest checkpoint: {result.checkpoint_path}")
     if result.status == "diverged":
@@ -233,7 +234,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     storage = _storage(args.storage)
-    run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent)
+    run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent, verbose=args.verbose)
 
 
 def cmd_results(args: argparse.Namespace) -> None:
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--keep", type=at_least(1), default=3, metavar="K", help="keep the last K checkpoints (default 3)")
     train.add_argument("--max-failures", type=at_least(0), default=0, metavar="F", help="restarts from the latest checkpoint after worker failures")
     train.add_argument("--local", action="store_true", help="run in this process without Ray")
+    train.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' output (default: in the run's logs/)")
     train.set_defaults(handler=cmd_train)
 
     sweep = commands.add_parser("sweep", help="hyperparameter sweep from a search-space YAML (Ray Tune + Optuna)")
@@ -311,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--num-samples", type=at_least(1), metavar="N", help="override the spec's num_samples")
     sweep.add_argument("--seeds", type=at_least(0), nargs="+", metavar="S", help="override the spec's seeds")
     sweep.add_argument("--storage", help=storage_help)
+    sweep.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' output (default: in the sweep's logs/)")
     sweep.set_defaults(handler=cmd_sweep)
 
     results = commands.add_parser("results", help="aggregate a sweep: mean and 95%% CI over seeds per group")

@@ -16,13 +16,16 @@ as one Tune function trial with the same context semantics (``prepare_*`` are th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+import traceback
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from dynagen.platform import console
 from dynagen.platform.backends import backend_of
 from dynagen.platform.configs import UsageError
 from dynagen.platform.context import Diverged, LocalContext, Progress, TrainContext, TuneContext
@@ -49,11 +52,36 @@ def _train(experiment: Experiment, config: ExperimentConfig, ctx, metric: str | 
             ctx.close()
     except Diverged as error:
         report = diverged_report(error, metric)
+    except BaseException:
+        if ctx.run is not None:
+            ctx.run.failed()
+        raise
     return ctx.finish(report)
 
 
 def _progress(experiment: Experiment, trial_id: str, run: Run, settings: RunSettings) -> Progress:
-    return Progress(f"{experiment.name} {trial_id}", run.total_steps, settings.progress_every_s)
+    """A Ray worker's progress: ``progress.json`` for the driver's monitor, or under ``-v`` a line in its output
+    every ``progress_every_s`` as before."""
+    label = f"{experiment.name} {trial_id}"
+    if settings.verbose:
+        return Progress(label, run.total_steps, settings.progress_every_s,
+                        display=console.ProgressDisplay(label, settings.progress_every_s, terminal=False))
+    return Progress(label, run.total_steps, settings.progress_every_s, run_dir=run.run_dir)
+
+
+def _worker_log(settings: RunSettings, name: str):
+    """Where a worker's stdout and stderr go: ``<run folder>/logs/<name>`` (None under ``-v``: Ray's own)."""
+    run_dir, _ = run_dir_for(settings.storage, *settings.run_name.split("/"))
+    return None if settings.verbose else console.log_path(run_dir, name)
+
+
+def _with_traceback(function, *args, **kwargs):
+    """``function(...)``; an error's traceback is printed first, into the worker's log."""
+    try:
+        return function(*args, **kwargs)
+    except BaseException:
+        traceback.print_exc()
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,9 +90,17 @@ def _progress(experiment: Experiment, trial_id: str, run: Run, settings: RunSett
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """``train_loop_per_worker`` of the TorchTrainer: one DDP rank."""
+    """``train_loop_per_worker`` of the TorchTrainer: one DDP rank (its output in ``logs/rank-<r>.log``)."""
     settings: RunSettings = loop_config["settings"]
     limit_threads(settings.cpus_per_worker)  # before the model's heavy imports
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    with console.output_to(_worker_log(settings, f"rank-{rank}.log")):
+        _with_traceback(_train_worker, loop_config, settings)
+
+
+def _train_worker(loop_config: dict[str, Any], settings: RunSettings) -> None:
     import ray.train
 
     experiment: Experiment = loop_config["experiment"]
@@ -103,13 +139,21 @@ def _torch_trainer(experiment: Experiment, config_dict: Mapping[str, Any], setti
 
 def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunSettings) -> None:
     """A Tune function trial: the experiment in-process (JAX, or torch on one worker), or a
-    TorchTrainer of ``settings.workers`` ranks whose reports reach Tune through TuneReportCallback."""
+    TorchTrainer of ``settings.workers`` ranks whose reports reach Tune through TuneReportCallback.
+    Its output goes to ``<run folder>/logs/trial.log``."""
     limit_threads(settings.cpus_per_worker)
     import ray.tune
 
     trial_id = settings.trial_id or ray.tune.get_context().get_trial_id()
     if not settings.trial_id:  # a sweep trial: artifacts under <sweep>/trials/<trial id>
         settings = dataclasses.replace(settings, trial_id=trial_id, run_name=f"{settings.sweep_id}/trials/{trial_id}")
+    with console.output_to(_worker_log(settings, console.TRIAL_LOG)):
+        _with_traceback(_tune_trial, params, experiment, settings, trial_id)
+
+
+def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSettings, trial_id: str) -> None:
+    import ray.tune
+
     summary = read_summary(settings.storage, settings.sweep_id, experiment.name, trial_id)
     if summary is not None and summary["status"] == "completed":  # finished before an interruption
         ray.tune.report(final_report(summary, int(summary["step"])))
@@ -145,6 +189,15 @@ class RunResult:
     reason: str | None = None
 
 
+def _header(experiment: Experiment, config: ExperimentConfig, name: str, run_dir: Path, where: str, device: Any,
+            resumed: bool) -> None:
+    """Two lines: what runs where, on which data (and from which checkpoint), and where its files go."""
+    latest = max(run_dir.rglob("checkpoint*/state.pt"), key=lambda p: p.stat().st_mtime, default=None) if resumed else None
+    console.header({experiment.name: f"run {name}", "on": where, "device": device, "data": config.data_source(),
+                    "resumed from": latest})
+    console.header({"run folder": run_dir, "logs": f"{console.LOG_DIR}/ (-v to show them here)"})
+
+
 def _validated(experiment: Experiment | str, config: ExperimentConfig | Mapping[str, Any]) -> tuple[Experiment, ExperimentConfig]:
     experiment = get(experiment) if isinstance(experiment, str) else experiment
     if not isinstance(config, ExperimentConfig):
@@ -163,8 +216,12 @@ def train_locally(
     use_gpu: bool = False,
     cpus: int | None = None,
     progress_every_s: float = 5.0,
+    verbose: bool = False,
+    show_progress: bool = False,
 ) -> RunResult:
-    """The run in this process with :class:`LocalContext` (no Ray): the same files and rows as on Ray."""
+    """The run in this process with :class:`LocalContext` (no Ray): the same files and rows as on Ray.
+    ``show_progress`` (``dynagen train --local``): a header and the progress on the console; the libraries'
+    output then goes to ``logs/local.log`` unless ``verbose``."""
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
     name = resume or name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
@@ -176,15 +233,19 @@ def train_locally(
     device = backend_of(experiment).local_device(use_gpu)
     write_run_config(canonical, name, experiment, config.model_dump(mode="json"))
     settings = RunSettings(storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
-                           progress_every_s=progress_every_s)
+                           progress_every_s=progress_every_s, verbose=verbose)
     run = Run(settings, experiment.name, name, config)
-    ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run,
-                       progress=_progress(experiment, name, run, settings))
-    try:
-        report = _train(experiment, config, ctx)
-    except BaseException:
-        run.write_summary("error", ctx.last_step, {})  # the steps logged so far are in the results store
-        raise
+    if show_progress:
+        _header(experiment, config, name, run_dir, "this process (--local)", device, bool(resume))
+    with console.output_to(None if verbose or not show_progress else console.log_path(run_dir, "local.log")) as terminal:
+        display = console.ProgressDisplay(f"{experiment.name} {name}", stream=terminal) if show_progress else None
+        progress = Progress(f"{experiment.name} {name}", run.total_steps, progress_every_s, display=display)
+        ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run, progress=progress)
+        try:
+            report = _train(experiment, config, ctx)
+        except BaseException:
+            run.write_summary("error", ctx.last_step, {})  # the steps logged so far are in the results store
+            raise
     status, reason, metrics = final_status(report)
     run.write_summary(status, int(report["step"]), metrics, reason=reason)
     checkpoint = ctx.checkpoint_dir / "state.pt"
@@ -205,6 +266,7 @@ def run_training(
     max_failures: int = 0,
     cpus_per_worker: int = 1,
     progress_every_s: float = 5.0,
+    verbose: bool = True,
 ) -> RunResult:
     """Train ``experiment`` on Ray (starting an embedded local Ray if none is connected).
 
@@ -212,7 +274,8 @@ def run_training(
     ``train`` returned), the latest checkpoint's path and the run directory
     (``<storage>/<name>``: ``config.yaml``, ``tensorboard/``, the model's artifacts and, for torch,
     Ray Train's ``checkpoint_*`` folders). Per-step and summary rows go to the results store
-    under the run name.
+    under the run name. Unless ``verbose``, Ray's and the workers' output goes to the run folder's ``logs/``
+    and the console shows a header and the progress (platform/console.py).
     """
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
@@ -220,22 +283,31 @@ def run_training(
         read_run_config(canonical, resume)  # the run must exist
         name = resume
     name = name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")})
+    run_dir, _ = run_dir_for(canonical, name)
+    if not verbose:
+        console.quiet_driver(run_dir)  # before Ray starts: its start-up lines go to the log too
+    ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")},
+               quiet=not verbose)
     config_dict = config.model_dump(mode="json")
     write_run_config(canonical, name, experiment, config_dict)
     settings = RunSettings(
         storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
-        cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict,
+        cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict, verbose=verbose,
     )
-    run_dir, _ = run_dir_for(canonical, name)
+    if not verbose:
+        _header(experiment, config, name, run_dir, f"Ray, {workers} worker{'s' if workers > 1 else ''}",
+                f"{workers} GPU" if use_gpu else "cpu", bool(resume))
+    monitor = contextlib.nullcontext() if verbose else console.RunMonitor(run_dir, f"{experiment.name} {name}")
     if not backend_of(experiment).in_trainer(workers, single_run=True):
-        (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
+        with monitor:
+            (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
         return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)
 
     run = Run(settings, experiment.name, name, config, writes=False)  # the driver: the summary row only
     try:
-        result = _torch_trainer(experiment, config_dict, settings, name, canonical, name).fit()
+        with monitor:
+            result = _torch_trainer(experiment, config_dict, settings, name, canonical, name).fit()
     except BaseException:
         run.write_summary("error", -1, {})
         raise
@@ -259,7 +331,7 @@ def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[t
         storage_path=settings.storage,
         failure_config=ray.tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
-        callbacks=[summary_callback(experiment, settings)],
+        callbacks=[summary_callback(experiment, settings), *console.tune_loggers()],
         verbose=0,
     )
     experiment_path = join(settings.storage, settings.run_name, "tune")
@@ -270,4 +342,7 @@ def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[t
     result = tuner.fit()[0]
     if result.error:
         raise result.error
-    return final_status(result.metrics or {}), result.checkpoint.path if result.checkpoint else None
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    metrics = {k: v for k, v in (result.metrics or {}).items() if k not in AUTO_RESULT_KEYS}  # Tune's pid, timestamps...
+    return final_status(metrics), result.checkpoint.path if result.checkpoint else None

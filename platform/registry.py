@@ -31,6 +31,11 @@ class ExperimentConfig(BaseModel):
 
     seed: int = 0
 
+    def data_source(self) -> str:
+        """Where the training data comes from, for provenance.json: a real data path, or the generated stand-in
+        the experiment uses without one."""
+        return "generated"
+
 
 class EvaluateOptions(BaseModel):
     """Options of ``dynagen evaluate`` (``--samples``, ``--option key=value``); an experiment subclasses it with

@@ -39,22 +39,24 @@ def limit_threads(cpus: int) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
-def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None) -> None:
+def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None, quiet: bool = False) -> None:
     """Connect to the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), else start an
     embedded local Ray without the dashboard. Never attaches to some other local Ray by accident.
 
     ``needs``: resource ("CPU", "GPU") -> (amount one run or trial needs at once, the option that sets
     it). An embedded Ray has no autoscaler, so a request larger than this machine would wait forever:
-    that is a usage error naming the option.
+    that is a usage error naming the option. ``quiet``: workers' output is not forwarded to the driver, and
+    Ray leaves the driver's logging as platform/console.py set it (to the run's or sweep's log file).
     """
     import ray
 
     if ray.is_initialized():
         return
+    output = {"log_to_driver": False, "configure_logging": False} if quiet else {}
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        ray.init(address=os.environ["RAY_ADDRESS"], **output)
         return
-    ray.init(include_dashboard=False)
+    ray.init(include_dashboard=False, **output)
     available = ray.cluster_resources()
     for resource, (needed, option) in (needs or {}).items():
         if needed > available.get(resource, 0):
