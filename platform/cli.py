@@ -244,10 +244,12 @@ def cmd_results(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from dynagen.platform.analysis import plot_curves
+    from dynagen.platform.analysis import plot_curves, write_report
 
-    for path in plot_curves(_storage(args.storage), args.sweep, metrics=args.metric, group_by=args.group_by):
-        print(path)
+    storage = _storage(args.storage)
+    plots = plot_curves(storage, args.sweep, metrics=args.metric, group_by=args.group_by)
+    print(f"plots: {', '.join(plots)}")
+    print(f"report: {write_report(storage, args.sweep, metrics=args.metric, group_by=args.group_by, plots=plots, mode=args.mode)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -324,8 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--storage", help=storage_help)
     results.set_defaults(handler=cmd_results)
 
-    report = commands.add_parser("report", help="PNG plots of metric curves per group")
-    report.add_argument("sweep")
+    report = commands.add_parser("report", help="PNG plots of metric curves per group, and one self-contained report.html")
+    report.add_argument("sweep", metavar="SWEEP_OR_RUN")
+    report.add_argument("--mode", choices=("min", "max"), default="min", help="whether the first metric is best at its min (default) or max")
     report.add_argument("--metric", nargs="+", metavar="M", help="metrics to plot (default: all)")
     report.add_argument("--group-by", nargs="+", metavar="KEY")
     report.add_argument("--storage", help=storage_help)
