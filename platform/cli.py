@@ -18,6 +18,7 @@ from dynagen.platform.configs import UsageError
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran, but a run diverged or trials failed
+TRACKER_NAMES = ("mlflow", "wandb")  # platform/trackers.py (not imported here: `dynagen --help` stays fast)
 
 
 def _experiment(name: str):
@@ -36,6 +37,20 @@ def _storage(storage: str | None) -> str:
         return check_storage(storage)
     except StorageError as error:
         raise UsageError(str(error)) from None
+
+
+def _tracker(kind: str | None, storage: str) -> str | None:
+    """``--tracker``: its package must be installed, and MLflow's default store is a local folder."""
+    import importlib.util
+    import os
+
+    if kind is None:
+        return None
+    if importlib.util.find_spec(kind) is None:
+        raise UsageError(f"tracker: {kind} is not installed; allowed: pip install 'dynagen[trackers]'")
+    if kind == "mlflow" and "://" in storage and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise UsageError("tracker: mlflow's default store is <storage>/mlruns, a local folder; allowed: a local --storage, or MLFLOW_TRACKING_URI")
+    return kind
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
@@ -72,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         result = train_locally(experiment, config, storage=storage, name=args.name, resume=args.resume,
                                checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker,
-                               verbose=args.verbose, show_progress=True)
+                               verbose=args.verbose, show_progress=True, tracker=_tracker(args.tracker, storage))
     else:
         from dynagen.platform.launch import run_training
 
@@ -80,6 +95,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             experiment, config, workers=args.workers, use_gpu=args.gpu, storage=storage, name=args.name,
             resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
             max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1, verbose=args.verbose,
+            tracker=_tracker(args.tracker, storage),
         )
         print(f"latest checkpoint: {result.checkpoint_path}")
     if result.status == "diverged":
@@ -234,7 +250,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     storage = _storage(args.storage)
-    run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent, verbose=args.verbose)
+    run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent, verbose=args.verbose,
+              tracker=_tracker(args.tracker, storage))
 
 
 def cmd_results(args: argparse.Namespace) -> None:
@@ -304,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--max-failures", type=at_least(0), default=0, metavar="F", help="restarts from the latest checkpoint after worker failures")
     train.add_argument("--local", action="store_true", help="run in this process without Ray")
     train.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' output (default: in the run's logs/)")
+    train.add_argument("--tracker", choices=TRACKER_NAMES, help="also send the run to MLflow (local store) or W&B (offline)")
     train.set_defaults(handler=cmd_train)
 
     sweep = commands.add_parser("sweep", help="hyperparameter sweep from a search-space YAML (Ray Tune + Optuna)")
@@ -316,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", type=at_least(0), nargs="+", metavar="S", help="override the spec's seeds")
     sweep.add_argument("--storage", help=storage_help)
     sweep.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' output (default: in the sweep's logs/)")
+    sweep.add_argument("--tracker", choices=TRACKER_NAMES, help="one MLflow/W&B run per trial, grouped by the sweep")
     sweep.set_defaults(handler=cmd_sweep)
 
     results = commands.add_parser("results", help="aggregate a sweep: mean and 95%% CI over seeds per group")

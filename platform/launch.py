@@ -218,6 +218,7 @@ def train_locally(
     progress_every_s: float = 5.0,
     verbose: bool = False,
     show_progress: bool = False,
+    tracker: str | None = None,
 ) -> RunResult:
     """The run in this process with :class:`LocalContext` (no Ray): the same files and rows as on Ray.
     ``show_progress`` (``dynagen train --local``): a header and the progress on the console; the libraries'
@@ -233,7 +234,7 @@ def train_locally(
     device = backend_of(experiment).local_device(use_gpu)
     write_run_config(canonical, name, experiment, config.model_dump(mode="json"))
     settings = RunSettings(storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
-                           progress_every_s=progress_every_s, verbose=verbose)
+                           progress_every_s=progress_every_s, verbose=verbose, tracker=tracker)
     run = Run(settings, experiment.name, name, config)
     if show_progress:
         _header(experiment, config, name, run_dir, "this process (--local)", device, bool(resume))
@@ -267,6 +268,7 @@ def run_training(
     cpus_per_worker: int = 1,
     progress_every_s: float = 5.0,
     verbose: bool = True,
+    tracker: str | None = None,
 ) -> RunResult:
     """Train ``experiment`` on Ray (starting an embedded local Ray if none is connected).
 
@@ -294,6 +296,7 @@ def run_training(
         storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
         keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
         cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict, verbose=verbose,
+        tracker=tracker,
     )
     if not verbose:
         _header(experiment, config, name, run_dir, f"Ray, {workers} worker{'s' if workers > 1 else ''}",

@@ -67,6 +67,7 @@ class RunSettings:
     seeds: list[int] = field(default_factory=lambda: [0])  # a sweep's seeds (Repeater's index picks one)
     command: list[str] = field(default_factory=lambda: list(sys.argv))  # the driver's command line (made there)
     verbose: bool = False  # `-v`: Ray's and the libraries' output on the console, progress lines from the workers
+    tracker: str | None = None  # "mlflow" | "wandb": one tracker run per run or trial (platform/trackers.py)
 
 
 def run_dir_for(storage: str, *parts: str) -> tuple[Path, str | None]:
@@ -171,6 +172,7 @@ class Run:
         self.run_dir, self._upload_to = run_dir_for(settings.storage, *settings.run_name.split("/"))
         self.results: ResultsWriter | None = None
         self._provenance: dict[str, Any] = {}
+        self.tracker = None
         if writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.results = ResultsWriter(settings.storage, settings.sweep_id, experiment_name, trial_id, self.config_dict,
@@ -181,6 +183,14 @@ class Run:
                 previous = None
             self._provenance = provenance.started(settings.command, self.config_dict, config.data_source(), previous)
             self._write_provenance()
+            if settings.tracker:
+                from dynagen.platform.results import flatten
+                from dynagen.platform.trackers import open_tracker
+
+                in_sweep = settings.run_name != settings.sweep_id
+                self.tracker = open_tracker(settings.tracker, storage=resolve_storage(settings.storage)[1],
+                                            group=settings.sweep_id if in_sweep else experiment_name, name=trial_id,
+                                            params=flatten(self.config_dict), run_dir=self.run_dir)
 
     def _write_provenance(self) -> None:
         write_bytes_atomically(self.settings.storage, join(self.settings.run_name, provenance.PROVENANCE_FILE),
@@ -191,10 +201,14 @@ class Run:
         if self.results is not None:
             self._provenance = provenance.ended(self._provenance, "error")
             self._write_provenance()
+        if self.tracker is not None:
+            self.tracker.finish("error", self.run_dir)
 
     def log_step(self, step: int, values: Mapping[str, float]) -> None:
         if self.results is not None:
             self.results.log_step(step, values)
+        if self.tracker is not None:
+            self.tracker.log(step, values)
 
     def flush(self) -> None:
         if self.results is not None:
@@ -218,6 +232,8 @@ class Run:
             write_bytes_atomically(self.settings.storage, join(self.settings.run_name, METRICS_FILE), json.dumps(document, indent=2).encode())
             self._provenance = provenance.ended(self._provenance, status)
             self._write_provenance()
+            if self.tracker is not None:
+                self.tracker.finish(status, self.run_dir)
         return report
 
     def write_summary(self, status: str, step: int, metrics: Mapping[str, Any], reason: str | None = None) -> None:

@@ -245,7 +245,8 @@ def _search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     return {}, searcher, spec.num_trials()
 
 
-def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None, verbose: bool = True):
+def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None, verbose: bool = True,
+              tracker: str | None = None):
     """Run (or with ``resume``, restore) the sweep; returns Tune's ResultGrid. Rows go to
     ``<storage>/<name>/results``; Tune's own state and trial checkpoints to ``<storage>/<name>``.
     Unless ``verbose``, Ray's, Tune's and the trials' output goes to log files (``<sweep>/logs/driver.log``,
@@ -271,7 +272,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         cpus_per_worker=max(1, round(spec.resources.cpu)), gpus_per_worker=spec.resources.gpu,
         use_gpu=spec.resources.gpu > 0,
         fixed=deep_merge(preset_values(experiment, spec.preset), {**spec.fixed, "seed": spec.seeds[0]}),
-        seeds=list(spec.seeds), metric=spec.metric, verbose=verbose,
+        seeds=list(spec.seeds), metric=spec.metric, verbose=verbose, tracker=tracker,
     )
     path = join(canonical, spec.name)
     if resume and not tune.Tuner.can_restore(path):
