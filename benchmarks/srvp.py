@@ -1,6 +1,6 @@
 """SRVP training throughput: iterations/s, frames/s and peak memory for the smmnist and smmnist-cpu presets.
 
-One full training iteration (forward, §3 loss, backward, Adam step) on random clips of the preset's seq_len, at a
+One full training iteration (forward, docs/srvp.md §3 loss, backward, Adam step) on random clips of the preset's seq_len, at a
 fixed batch on CPU (default 16) and, when CUDA is available, at the preset's own global batch on one GPU (with
 AMP when ``--amp``). Each measurement runs in a fresh subprocess so the peak memory is its own.
 

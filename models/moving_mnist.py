@@ -1,7 +1,7 @@
 """Moving MNIST generated on the fly, shared by SRVP and the PDE-disentanglement model.
 
-One generator serves both specs: SRVP's §5 (Franceschi et al., ICML 2020: stochastic and deterministic variants)
-and PDE's §5.2 (Donà et al., ICLR 2021), which is exactly SRVP's *deterministic* variant (2 digits of 28x28
+One generator serves both specs: docs/srvp.md §5 (Franceschi et al., ICML 2020: stochastic and deterministic variants)
+and docs/pde.md §5.2 (Donà et al., ICLR 2021), which is exactly SRVP's *deterministic* variant (2 digits of 28x28
 on a 64x64 canvas, start U{0..36}², velocity U{-4..4}², exact sub-step reflections, digits summed, clipped at 255;
 the PDE wrapper divides by 255). Trajectories draw from numpy's legacy ``RandomState`` as the originals do, so a
 seeded test set (:func:`make_test_set`) reproduces bit for bit; :func:`find_or_build_test_set` reads the original's
@@ -20,24 +20,24 @@ Digit sources (:func:`digits_for`). Nothing is ever downloaded:
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from dynagen.models.idx import read_idx
 from dynagen.models.training_data import EpochDataset
 
-COLLISION_EPS = 1e-8  # §5 tolerance when testing out-of-bounds positions and wall intersections
-VIRTUAL_LENGTH = 500_000  # SRVP §3: on-the-fly training sets have this virtual length (the default __len__)
+COLLISION_EPS = 1e-8  # docs/srvp.md §5 tolerance when testing out-of-bounds positions and wall intersections
+VIRTUAL_LENGTH = 500_000  # docs/srvp.md §3: on-the-fly training sets have this virtual length (the default __len__)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The generator (SRVP §5; PDE §5.2 is the deterministic variant)
+# The generator (docs/srvp.md §5; docs/pde.md §5.2 is the deterministic variant)
 
 
 def _bounce(sx, sy, dx, dy, x_max, y_max, rng: np.random.RandomState, max_speed: int, deterministic: bool):
-    """§5 collision resolution, repeated while the exact position is out of [0, x_max] x [0, y_max]."""
+    """docs/srvp.md §5 collision resolution, repeated while the exact position is out of [0, x_max] x [0, y_max]."""
     eps = COLLISION_EPS
     low_x, low_y, high_x, high_y = sx < -eps, sy < -eps, sx > x_max + eps, sy > y_max + eps
     while low_x or high_x or low_y or high_y:
@@ -91,7 +91,7 @@ def trajectory(
     rng: np.random.RandomState, seq_len: int, x_max: int, y_max: int, max_speed: int = 4, deterministic: bool = False,
     rounded: bool = True,
 ) -> np.ndarray:
-    """§5 trajectory of one digit: (seq_len, 4) int rows (round(sx), round(sy), dx, dy) (float exact positions
+    """docs/srvp.md §5 trajectory of one digit: (seq_len, 4) int rows (round(sx), round(sy), dx, dy) (float exact positions
     instead when ``rounded`` is False).
 
     Draw order sx, sy, dx, dy, then the bounce draws, all from ``rng`` (numpy's legacy RandomState, as the
@@ -121,7 +121,7 @@ def render(digits: Sequence[np.ndarray], trajectories: Sequence[np.ndarray], nx:
 
 
 class MovingMNIST(EpochDataset):
-    """Stochastic or deterministic Moving MNIST, generated on the fly (SRVP §5; PDE §5.2 = deterministic).
+    """Stochastic or deterministic Moving MNIST, generated on the fly (docs/srvp.md §5; docs/pde.md §5.2 = deterministic).
 
     Item ``i`` of epoch ``e`` is generated from ``RandomState((seed, e, i))`` (:class:`EpochDataset`): a new video
     at every access of a training run, as the originals draw, yet reproducible, resumable and split across
@@ -165,12 +165,12 @@ class MovingMNIST(EpochDataset):
         return render([self.digits[i] for i in digit_ids], paths, self.nx)
 
 
-TEST_SEED = 42  # §5: make_test_set.py seeds numpy with 42
+TEST_SEED = 42  # docs/srvp.md §5: make_test_set.py seeds numpy with 42
 
 
 def make_test_set(digits: np.ndarray, labels: np.ndarray, nx: int = 64, seq_len: int = 25, max_speed: int = 4,
                   deterministic: bool = False, ndigits: int = 2, seed: int = TEST_SEED) -> dict[str, np.ndarray]:
-    """§5 fixed test set: RandomState(seed), one permutation of the digits, sequence i uses digits
+    """docs/srvp.md §5 fixed test set: RandomState(seed), one permutation of the digits, sequence i uses digits
     perm[n*i .. n*i+n-1] (each digit once), then the trajectories in order. Returns the .npz arrays:
     ``sequences`` (T, N, nx, nx) uint8, ``latents`` (T, N, ndigits, 4), ``labels`` (N, ndigits), ``digits``."""
     rng = np.random.RandomState(seed)
@@ -207,7 +207,7 @@ def save_npz_atomically(path: str | Path, arrays: dict[str, np.ndarray]) -> Path
 def find_or_build_test_set(data_dir: str | Path | None, seq_len: int, *, deterministic: bool, ndigits: int, nx: int,
                            max_speed: int = 4, digit_size: int = 28, save_dir: str | Path | None = None,
                            ) -> tuple[dict[str, np.ndarray], np.ndarray | None, str]:
-    """The §5 fixed test set, for SRVP's and the PDE model's evaluations: ``data_dir/<test_set_filename>`` (the
+    """The docs/srvp.md §5 fixed test set, for SRVP's and the PDE model's evaluations: ``data_dir/<test_set_filename>`` (the
     original's ``make_test_set.py`` output) when it exists, with all its frames; else the same set built by
     :func:`make_test_set` (seed 42) with ``seq_len`` frames from the test digits (MNIST t10k in ``data_dir``, or the
     scikit-learn stand-in without one), written to ``save_dir`` when one is given.
@@ -240,15 +240,6 @@ def find_or_build_test_set(data_dir: str | Path | None, seq_len: int, *, determi
 
 
 KERAS_NPZ = "mnist.npz"  # keras layout: x_train, x_test (N, 28, 28) uint8; y_train, y_test (N,)
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (MNIST's format), optionally gzipped."""
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as handle:
-        data = handle.read()
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
 def _find(data_dir: Path, stem: str) -> Path:
@@ -292,9 +283,9 @@ def mnist_digits(data_dir: str | Path, train: bool, digit_size: int = 28) -> tup
             images = np.asarray(arrays[f"x_{split}"], dtype=np.uint8)
             labels = arrays[f"y_{split}"].astype(np.int16) if f"y_{split}" in arrays else np.full(len(images), -1, np.int16)
         return resize_digits(images, digit_size), labels
-    images = _read_idx(images_file)
+    images = read_idx(images_file, ndim=3)
     try:
-        labels = _read_idx(_find(data_dir, f"{prefix}-labels-idx1-ubyte")).astype(np.int16)
+        labels = read_idx(_find(data_dir, f"{prefix}-labels-idx1-ubyte"), ndim=1).astype(np.int16)
     except FileNotFoundError:
         labels = np.full(len(images), -1, dtype=np.int16)
     return resize_digits(images, digit_size), labels

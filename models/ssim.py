@@ -1,6 +1,6 @@
 """One SSIM for SRVP and the PDE model, with the two originals' conventions as named options.
 
-Both originals (SRVP's ``metrics/ssim.py``, spec srvp §4; the PDE model's Caffe2-derived ``utils/ssim.py``, spec pde
+Both originals (SRVP's ``metrics/ssim.py``, docs/srvp.md §4; the PDE model's Caffe2-derived ``utils/ssim.py``, docs/pde.md
 §4) compute the same map: an 11x11 normalised Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, data range 1,
 per channel, over the *valid* region only (no padding: a 64x64 frame gives a 54x54 map), averaged over the map
 and then over channels. They differ in what reaches it:
@@ -8,7 +8,7 @@ and then over channels. They differ in what reaches it:
 - ``srvp``: the frames as given, in [0, 1] (the model's predictions are clamped before scoring).
 - ``pde``: the frames min-max scaled with a caller's ``value_range = (low, high)`` when one is given. The PDE
   original's SST test scales de-normalised temperatures with the zone's range of the *normalised* array (a quirk,
-  pde §4, kept as it is: models/pde/evaluate.py), so the scaled values leave [0, 1]; nothing is clamped.
+  docs/pde.md §4, kept as it is: models/pde/evaluate.py), so the scaled values leave [0, 1]; nothing is clamped.
 
 torchmetrics 1.9 reflect-pads the input and averages the padded border into its score, so the map is computed here;
 tests check it against torchmetrics' map on the valid interior and against a scipy reference.

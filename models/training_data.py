@@ -1,7 +1,7 @@
 """Training data that are new every epoch yet reproducible, shared by SRVP and the PDE model.
 
-The originals draw a fresh random clip at every access: SRVP §3 (Franceschi et al., ICML 2020) a new synthetic Moving
-MNIST video, or a random video and start for KTH / Human3.6M, and a random start in each BAIR video; PDE §5.2
+The originals draw a fresh random clip at every access: docs/srvp.md §3 (Franceschi et al., ICML 2020) a new synthetic Moving
+MNIST video, or a random video and start for KTH / Human3.6M, and a random start in each BAIR video; docs/pde.md §5.2
 (Donà et al., ICLR 2021) a new Moving MNIST sequence. Here item ``i`` of epoch ``e`` is drawn from
 ``RandomState((seed, e, i))`` (:class:`EpochDataset`): every epoch brings new clips, while a run stays
 reproducible and resumable and DataLoader workers need no random state of their own.
@@ -72,7 +72,7 @@ def epochs(loader: DataLoader, done: int = 0) -> Iterator[tuple[int, Any]]:
     Before each pass the epoch is set on the sampler (its order) and on the dataset (its draws, when it has
     ``set_epoch``). A run resumed after ``done`` batches starts in epoch ``done // len(loader)`` and skips the
     batches that epoch already gave (sampler indices only: nothing is loaded), so it sees exactly the batches of
-    an uninterrupted run and its epochs begin on the same steps (PDE's learning rate changes per epoch, §3).
+    an uninterrupted run and its epochs begin on the same steps (PDE's learning rate changes per epoch, docs/pde.md §3.7).
     """
     per_epoch = len(loader)
     if per_epoch == 0:  # drop_last with fewer items than one batch: the loader would never yield

@@ -376,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("experiment", nargs="?")
     listing.add_argument("--fields", action="store_true", help="show every experiment's config fields")
     listing.set_defaults(handler=cmd_list)
+
+    from dynagen.platform.slurm import add_slurm_command  # argparse only: ray loads inside the job
+
+    add_slurm_command(commands)
     return parser
 
 

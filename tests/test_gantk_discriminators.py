@@ -1,4 +1,4 @@
-"""Infinite- and finite-width discriminators against spec §8 (3, 4, 7–12) in float64.
+"""Infinite- and finite-width discriminators against docs/gantk.md §8 (3, 4, 7–12) in float64.
 
 Oracles are independent of the code under test: scipy's ODE solver and explicit Euler for the
 function-space flows, neural-tangents' own predictors, scipy's Lambert W, closed forms.
@@ -164,7 +164,7 @@ def test_empirical_ntk_approaches_the_analytic_ntk_as_width_grows():
 
 
 def test_one_sgd_step_from_zero_is_the_ipm_kernel_solution():
-    """Spec §8.12: one SGD step of size η_D from f₀ = 0 gives f ≈ η_D·(E_β Θ̂(·,y) − E_α Θ̂(·,x)) → inf_ipm(t = η_D)."""
+    """docs/gantk.md §8.12: one SGD step of size η_D from f₀ = 0 gives f ≈ η_D·(E_β Θ̂(·,y) − E_α Θ̂(·,x)) → inf_ipm(t = η_D)."""
     rng = np.random.default_rng(4)
     fake, real, query = (jnp.asarray(rng.normal(size=(8, 2)) + shift) for shift in (0.0, 1.5, 0.5))
     lr_d = 0.01

@@ -1,4 +1,4 @@
-"""The particle flow (spec §1.3, §8.5, §8.6, §8.9) and the §7 ordering at reduced steps."""
+"""The particle flow (docs/gantk.md §1.3, §8.5, §8.6, §8.9) and the §7 ordering at reduced steps."""
 
 import json
 import os
@@ -25,7 +25,7 @@ def one_step(config, x, y):
 
 @pytest.mark.parametrize("arch", ["gelu", "rbf"])
 def test_ipm_particle_step_is_gradient_descent_on_mmd2(arch, float64):
-    """x ← x − η(t/2)∇_X MMD²_k(X, Y), for differentiable kernels (spec §8.5)."""
+    """x ← x − η(t/2)∇_X MMD²_k(X, Y), for differentiable kernels (docs/gantk.md §8.5)."""
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(9, 2)), rng.normal(size=(7, 2)) + 1.0
     config = GanNtkConfig(arch=arch, loss="ipm", width=0, lr=3.0, t=0.5)
@@ -36,7 +36,7 @@ def test_ipm_particle_step_is_gradient_descent_on_mmd2(arch, float64):
 
 
 def test_ipm_trajectories_depend_on_eta_t_over_n_only(float64):
-    """Spec §8.6: (η, t, N) → (2η, t/2, N) and (2η, t, 2N with every particle duplicated) move alike."""
+    """docs/gantk.md §8.6: (η, t, N) → (2η, t/2, N) and (2η, t, 2N with every particle duplicated) move alike."""
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(6, 2)), rng.normal(size=(6, 2)) + 2
     base = GanNtkConfig(arch="relu", loss="ipm", width=0, lr=4.0, t=1.0)
@@ -61,7 +61,7 @@ def test_particles_on_the_targets_feel_no_force(loss):
 
 
 def test_section7_ordering_relu_converges_nobias_stalls_sigmoid_barely_moves():
-    """Spec §7 at reduced size: eight_gaussians, inf_ipm, ηt/N = 2 (N = M = 128, η = 256, t = 1)."""
+    """docs/gantk.md §7 at reduced size: eight_gaussians, inf_ipm, ηt/N = 2 (N = M = 128, η = 256, t = 1)."""
     base = PRESETS["eight_gaussians-cpu"]
     energies = {}
     for arch, steps in (("relu", 300), ("relu_nobias", 300), ("sigmoid", 100)):

@@ -1,4 +1,4 @@
-"""GAN(TK)² discriminator kernels against spec §8 (1, 2, 13, 14, 15) and the §10 reference matrices.
+"""GAN(TK)² discriminator kernels against docs/gantk.md §8 (1, 2, 13, 14, 15) and the §10 reference matrices.
 
 All analytic kernels come from the neural-tangents stax description built by
 ``dynagen.models.gantk.kernels``; the numbers below are the spec's float64 references.
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("float64")
 
 P = np.array([(1, 0), (0, 1), (-1, -1), (0.5, 2), (0, 0)], dtype=np.float64)
 
-REFERENCE = {  # spec §10, rows/cols P, L = 3 (rbf: 1 layer, γ = 0.5, NNGP)
+REFERENCE = {  # docs/gantk.md §10, rows/cols P, L = 3 (rbf: 1 layer, γ = 0.5, NNGP)
     "relu": [[2.5, 2.05904, 1.88213, 2.13802, 2.08853], [2.05904, 2.5, 1.88213, 2.52699, 2.08853],
              [1.88213, 1.88213, 2.75, 1.79586, 2.05355], [2.13802, 2.52699, 1.79586, 3.3125, 2.02895],
              [2.08853, 2.08853, 2.05355, 2.02895, 2.25]],
@@ -48,7 +48,7 @@ def test_reference_kernel_matrices(arch):
 
 
 def relu_ntk_recursion(x, depth, sigma_b):
-    """Spec §1.1 NTK recursion for the ReLU MLP (σ_w = 1, ntk parameterisation) on the Gram matrix of x."""
+    """docs/gantk.md §1.1 NTK recursion for the ReLU MLP (σ_w = 1, ntk parameterisation) on the Gram matrix of x."""
     sigma = x @ x.T / x.shape[-1] + sigma_b**2
     theta = sigma.copy()
     for layer in range(depth):
@@ -111,14 +111,14 @@ def one_sided_derivatives(kernel, x, direction, h=1e-6):
 def test_relu_ntk_has_a_kink_on_the_diagonal_smooth_activations_do_not():
     x, direction = np.array([0.3, -0.7]), np.array([0.6, 0.8])
     right, left = one_sided_derivatives(analytic_kernel(GanNtkConfig(arch="relu")), x, direction)
-    assert abs(right - left) > 0.1  # spec §8.15: one-sided derivatives do not match
+    assert abs(right - left) > 0.1  # docs/gantk.md §8.15: one-sided derivatives do not match
     for arch in ("gelu", "sigmoid"):
         right, left = one_sided_derivatives(analytic_kernel(GanNtkConfig(arch=arch)), x, direction)
         assert abs(right - left) < 1e-4
 
 
 def test_self_gradient_convention_is_finite_and_deterministic():
-    """∇₁k(x, x) at exact coincidence (spec §8.15): NT's safe sqrt gives a finite value, the same in f32 and f64."""
+    """∇₁k(x, x) at exact coincidence (docs/gantk.md §8.15): NT's safe sqrt gives a finite value, the same in f32 and f64."""
     k = analytic_kernel(GanNtkConfig(arch="relu"))
     points = np.random.default_rng(4).normal(size=(50, 2))
     grad = jax.grad(lambda a: jnp.trace(k(a, jax.lax.stop_gradient(a))))  # row i: ∇₁k(x_i, x_i)

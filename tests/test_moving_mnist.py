@@ -1,4 +1,4 @@
-"""The shared Moving MNIST generator (SRVP spec §5 / §7.15; PDE spec §5.2 is its deterministic variant).
+"""The shared Moving MNIST generator (SRVP docs/srvp.md §5 / §7.15; PDE docs/srvp.md §5.2 is its deterministic variant).
 
 Digits here are scikit-learn's bundled 8x8 digits upscaled (a stand-in for MNIST; no downloads) or random
 arrays written as MNIST IDX files or a keras-layout ``mnist.npz``.
@@ -42,7 +42,7 @@ def test_stochastic_motion_is_linear_between_bounces():
                 assert (velocity[t + 1] == velocity[t]).all()
             else:
                 bounces += 1
-    assert 300 < bounces  # about 2.6 velocity changes per digit over 25 frames (§5)
+    assert 300 < bounces  # about 2.6 velocity changes per digit over 25 frames (docs/srvp.md §5)
 
 
 def test_deterministic_corner_bounce_reflects_exactly():
@@ -141,7 +141,7 @@ def test_stand_in_digits_are_labelled_as_such():
 
 @pytest.mark.parametrize("deterministic", [False, True])
 def test_find_or_build_test_set_writes_the_file_it_then_finds(tmp_path, deterministic):
-    """The one find-or-build both evaluations use: without the file, the §5 set is built (seed 42) from the MNIST
+    """The one find-or-build both evaluations use: without the file, the docs/srvp.md §5 set is built (seed 42) from the MNIST
     test digits and saved; given that file back, the same arrays are read, and the digits in their source order
     are recovered from it (all 20 digits are used: 10 pairs)."""
     images = np.random.RandomState(0).randint(0, 256, (20, 28, 28)).astype(np.uint8)

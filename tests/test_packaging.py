@@ -36,6 +36,7 @@ def test_wheel_maps_the_three_folders_into_dynagen(tmp_path):
     assert "dynagen/models/gantk/experiment.py" in names
     assert "dynagen/models/newcomer/experiment.py" in names
     assert "dynagen/search_spaces/activations.yaml" in names
+    assert "dynagen/deploy/slurm/dynagen.sbatch" in names  # `dynagen slurm submit` finds its job script
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "dynagen = dynagen.platform.cli:main" in text

@@ -1,4 +1,4 @@
-"""The §3 objective (spec §7.3, 7.8–7.10) on real model outputs and on constructed ones."""
+"""The §3 objective (docs/pde.md §7.3, 7.8–7.10) on real model outputs and on constructed ones."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Metrics (spec §4, §7.14) against independent computations, and the PDE Moving MNIST data set (§5.2).
+"""Metrics (docs/pde.md §4, §7.14) against independent computations, and the PDE Moving MNIST data set (§5.2).
 
 The generator itself (trajectories, rendering) is tested in tests/test_moving_mnist.py. Moving MNIST here uses
 scikit-learn's bundled 8 × 8 digits, upscaled (a stand-in, not MNIST; no download)."""
@@ -73,7 +73,7 @@ def test_moving_mnist_items_are_deterministic_in_range_and_sum_digits():
     assert torch.equal(again[0], cond) and torch.equal(again[1], target)
     assert not torch.equal(MovingMNISTWindows(digits, 10, 5, 10, seed=4)[4][0], cond)
     assert not torch.equal(dataset[5][0], cond)
-    dataset.set_epoch(1)  # the training loop's next epoch: new sequences (§5.2: generated at every access)
+    dataset.set_epoch(1)  # the training loop's next epoch: new sequences (docs/pde.md §5.2: generated at every access)
     assert not torch.equal(dataset[4][0], cond)
     dataset.set_epoch(0)
     # The frames are the digits of latents(4) rendered on its trajectories, divided by 255.
@@ -116,7 +116,7 @@ def stacked_windows(dataset) -> torch.Tensor:
 
 
 def test_mnist_test_set_is_the_fixed_section_5_2_file(tmp_path):
-    """The PDE test set equals, frame for frame, the §5.2 file written by the shared builder and read back,
+    """The PDE test set equals, frame for frame, the docs/pde.md §5.2 file written by the shared builder and read back,
     whether the file is in data_dir or the set is built in memory (stand-in digits; windows = first 5 + 10 frames)."""
     from dynagen.models.moving_mnist import make_test_set, save_npz_atomically
     from dynagen.models.pde.data import MNIST_TEST_FILE
@@ -167,7 +167,7 @@ def direct_render(images, trajectories) -> np.ndarray:
 
 
 def test_mnist_swap_targets_are_new_digits_on_the_own_trajectory():
-    """§4: content from new digits on trajectory N−1−i; targets = the same digits on trajectory i, both assignments."""
+    """docs/pde.md §4: content from new digits on trajectory N−1−i; targets = the same digits on trajectory i, both assignments."""
     from dynagen.models.moving_mnist import make_test_set
     from dynagen.models.pde.evaluate import swap_batch
     from dynagen.models.pde.experiment import PRESETS, PDEConfig
@@ -188,7 +188,7 @@ def test_mnist_swap_targets_are_new_digits_on_the_own_trajectory():
 
 
 def test_mnist_evaluation_scores_psnr_ssim_and_the_permutation_swap(tmp_path):
-    """The §4 disentanglement protocol runs end to end (untrained tiny model, 6 test videos)."""
+    """The docs/pde.md §4 disentanglement protocol runs end to end (untrained tiny model, 6 test videos)."""
     from dynagen.models.pde.experiment import EXPERIMENT, PRESETS, PDEConfig
     from dynagen.models.pde.model import build_model
 

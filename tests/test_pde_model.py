@@ -1,4 +1,4 @@
-"""The separable model (spec §1, §2, §7.1–7.7, 7.15): sizes, shapes, causality, integrators, swap, mixing."""
+"""The separable model (docs/pde.md §1, §2, §7.1–7.7, 7.15): sizes, shapes, causality, integrators, swap, mixing."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from torch import nn
 from dynagen.models.pde.experiment import PRESETS, PDEConfig
 from dynagen.models.pde.model import EulerBlocks, ODEFlow, build_model
 
-# §1.6 totals (Es + Et + D + R). Chairs: the original's unused ResNet `bn_out` (2·(128 + 10) = 276
+# docs/pde.md §1.6 totals (Es + Et + D + R). Chairs: the original's unused ResNet `bn_out` (2·(128 + 10) = 276
 # parameters) is not built here, see networks.ResNet18Encoder.
 SPEC_PARAMETERS = {
     "wave": 60_842_864,
@@ -78,7 +78,7 @@ def test_other_families_forecast_shapes(preset, shape):
 
 @pytest.mark.parametrize("make", [small_wave, lambda: small_mnist(skipco=True)])
 def test_forecasts_depend_only_on_conditioning_frames(make):
-    """§7.2: zero gradient w.r.t. target frames and bitwise-identical forecasts when they change (train mode)."""
+    """docs/pde.md §7.2: zero gradient w.r.t. target frames and bitwise-identical forecasts when they change (train mode)."""
     config = make()
     model = build_model(config).train()
     shape = (1, 32, 32) if config.dataset == "wave" else (1, 64, 64)
@@ -93,7 +93,7 @@ def test_forecasts_depend_only_on_conditioning_frames(make):
 
 
 def test_content_code_is_computed_once_and_fed_to_every_step():
-    """§7.4: E_S runs once per rollout (twice per training step) and D sees the same S at every frame."""
+    """docs/pde.md §7.4: E_S runs once per rollout (twice per training step) and D sees the same S at every frame."""
     config = small_mnist()
     model = build_model(config).eval()
     es_calls, decoder_inputs = [], []
@@ -108,7 +108,7 @@ def test_content_code_is_computed_once_and_fed_to_every_step():
 
 
 def test_predict_drops_the_conditioning_reconstructions():
-    """§7.3: with offset τ, evaluation uses outputs τ … τ+H−1 of the rollout."""
+    """docs/pde.md §7.3: with offset τ, evaluation uses outputs τ … τ+H−1 of the rollout."""
     model = build_model(small_wave()).eval()
     cond = torch.rand(3, 5, 1, 32, 32)
     with torch.no_grad():
@@ -117,7 +117,7 @@ def test_predict_drops_the_conditioning_reconstructions():
 
 
 def test_zero_residual_output_layers_freeze_the_dynamics():
-    """§7.5: with every block's last layer at 0, y_k = y_0 and all decoded frames are identical."""
+    """docs/pde.md §7.5: with every block's last layer at 0, y_k = y_0 and all decoded frames are identical."""
     model = build_model(small_wave()).eval()
     for field in model.temporal.fields:
         nn.init.zeros_(field.net[-1].weight)
@@ -174,7 +174,7 @@ def test_odeint_model_builds_and_rolls_out():
 
 @pytest.mark.parametrize("make", [small_wave, lambda: small_mnist(skipco=True)])
 def test_content_swap_keeps_the_dynamics_bitwise(make):
-    """§7.6: S from sequence A leaves sequence B's t_codes bitwise unchanged; only the frames change."""
+    """docs/pde.md §7.6: S from sequence A leaves sequence B's t_codes bitwise unchanged; only the frames change."""
     config = make().model_copy(update={"gain_encoder": 0.3})  # weights large enough for S to show
     model = build_model(config).eval()
     shape = (1, 32, 32) if config.dataset == "wave" else (1, 64, 64)
@@ -187,7 +187,7 @@ def test_content_swap_keeps_the_dynamics_bitwise(make):
 
 
 def test_mul_mixing_depends_only_on_the_product():
-    """§7.7: D(αS, y/α) = D(S, y); α = 2 makes both products bitwise equal."""
+    """docs/pde.md §7.7: D(αS, y/α) = D(S, y); α = 2 makes both products bitwise equal."""
     model = build_model(small_wave()).eval()
     s, y = torch.randn(3, 8), torch.randn(3, 8)
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""SST evaluation in temperature space (spec §4 "SST", §5.5) on small ``data_{zone}.nc`` files written here.
+"""SST evaluation in temperature space (docs/pde.md §4 "SST", §5.5) on small ``data_{zone}.nc`` files written here.
 
 The files hold a synthetic field (not downloaded data). Only the test zones 17–20 are written: the test set
 reads nothing else. Every expected number is recomputed from ``thetao`` with numpy."""
@@ -15,7 +15,7 @@ from dynagen.models.pde.model import build_model
 from tests.test_pde_metrics import reference_ssim
 
 DAYS, ZONES, TAU, HORIZON = 70, range(17, 21), 4, 10  # 14 test days: one window per zone
-FIRST_TEST_DAY = int(0.8 * DAYS)  # §5.5: the last 20 % of the days are the test split
+FIRST_TEST_DAY = int(0.8 * DAYS)  # docs/pde.md §5.5: the last 20 % of the days are the test split
 WINDOWS_PER_ZONE = DAYS - FIRST_TEST_DAY - (TAU + HORIZON) + 1
 
 
@@ -47,7 +47,7 @@ def window(j: int) -> tuple[int, int]:
 
 
 def standardised(theta, mean, std):
-    """§5.5 in numpy: climatology, then per-frame spatial standardisation (population std)."""
+    """docs/pde.md §5.5 in numpy: climatology, then per-frame spatial standardisation (population std)."""
     x = (theta - mean) / std
     return (x - x.mean((-2, -1), keepdims=True)) / x.std((-2, -1), keepdims=True)
 
@@ -78,7 +78,7 @@ def test_evaluate_reports_temperature_metrics_and_copy_last_matches_numpy(sst_fi
     small = dict(encoder="dcgan", decoder="dcgan", enc_hidden_size=8, dec_hidden_size=8, code_size_s=8, code_size_t=8,
                  n_blocks=1)
     config = PDEConfig(**{**PRESETS["sst"], **small, "data_dir": str(directory)})
-    assert config.test_horizon == HORIZON  # §4: SST is tested on 10 days whatever the training horizon
+    assert config.test_horizon == HORIZON  # docs/pde.md §4: SST is tested on 10 days whatever the training horizon
     results = EXPERIMENT.evaluate(config, {"model": build_model(config).state_dict()}, tmp_path, device="cpu")
     for score in ("mse_temperature", "ssim_temperature", "ssim_temperature_clean"):
         for method in ("model", "copy_last", "mean_frame"):

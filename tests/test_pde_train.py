@@ -82,7 +82,7 @@ def test_resume_continues_after_the_checkpointed_step(trained, tmp_path):
     resumed = LocalContext(tmp_path, tensorboard=False)
     EXPERIMENT.train(config.model_copy(update={"steps": 131}), resumed)
     assert [row["step"] for row in resumed.history] == [120, 130]
-    # Epochs (the learning-rate clock, §3) go on from the step: epoch = step // batches per epoch, as in the
+    # Epochs (the learning-rate clock, docs/pde.md §3) go on from the step: epoch = step // batches per epoch, as in the
     # uninterrupted run, not from 0 again.
     per_epoch = -(-len(make_dataset(config, train=True)) // config.batch_size)
     assert per_epoch < 120  # the resumed run starts beyond the first epoch

@@ -1,4 +1,4 @@
-"""WaveEq simulator and loader (spec §5.1, §7.11–13). Data here is simulated by the project's own solver."""
+"""WaveEq simulator and loader (docs/pde.md §5.1, §7.11–13). Data here is simulated by the project's own solver."""
 
 import numpy as np
 import pytest

@@ -1,5 +1,5 @@
-"""SRVP's data: Moving MNIST as the training loop uses it, the §3 fold, and the real-data loaders on generated
-files in the documented layouts. The generator's own invariants (spec §7.15) are in tests/test_moving_mnist.py.
+"""SRVP's data: Moving MNIST as the training loop uses it, the docs/srvp.md §3 fold, and the real-data loaders on generated
+files in the documented layouts. The generator's own invariants (docs/srvp.md §7.15) are in tests/test_moving_mnist.py.
 
 Digits here are scikit-learn's bundled 8x8 digits upscaled (a stand-in for MNIST; no downloads).
 """
@@ -73,7 +73,7 @@ def test_kth_human_bair_layouts(tmp_path):
 
 
 def test_training_clips_start_anew_every_epoch(tmp_path):
-    """§3 / §5: every access draws a random start (BAIR: in [0, 30 - seq_len]), so over a run every start of a
+    """docs/srvp.md §3 / §5: every access draws a random start (BAIR: in [0, 30 - seq_len]), so over a run every start of a
     video is used, not the one start a per-index stream would fix. Frame t of each fake 30-frame video is filled
     with t, so a clip's first pixel is its start."""
     for t in range(30):

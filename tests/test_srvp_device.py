@@ -7,7 +7,7 @@
   (``.item()``, ``bool(tensor)``: a stall per step on a GPU, e.g. torch.distributions' argument checks) and no
   ``.numpy()`` of a device tensor, and every output stays on the input's device. Float64 inputs stay float64.
 * Mixed precision: CUDA's float16 autocast cannot run here; CPU autocast (bfloat16) runs the same model and loss
-  code. The model's outputs come out in low precision, and the §3 loss must still be computed in float32: its terms
+  code. The model's outputs come out in low precision, and the docs/srvp.md §3 loss must still be computed in float32: its terms
   are checked against their closed forms evaluated in float64 on the same outputs.
 """
 
@@ -56,7 +56,7 @@ class FactoryCalls(TorchFunctionMode):
 
 
 def training_step_sampling_and_metrics(config: SRVPConfig, device: str, dtype: torch.dtype) -> None:
-    """One §3 training step, §4 prior sampling at another frame rate and the §4 metrics, with output checks."""
+    """One docs/srvp.md §3 training step, §4 prior sampling at another frame rate and the §4 metrics, with output checks."""
     torch.manual_seed(0)
     model = SRVP.from_config(config).to(device=device, dtype=dtype)
     x = torch.rand(config.seq_len, 3, 1, config.nx, config.nx, device=device, dtype=dtype)
@@ -82,7 +82,7 @@ def test_tensor_factories_in_srvp_code_name_their_device(tmp_path):
     calls = FactoryCalls()
     with calls:
         training_step_sampling_and_metrics(config, "cpu", torch.float32)
-        # and the real loops: training with validation and a checkpoint, then the §4 evaluation
+        # and the real loops: training with validation and a checkpoint, then the docs/srvp.md §4 evaluation
         EXPERIMENT.train(config, LocalContext(tmp_path / "run", tensorboard=False))
         EXPERIMENT.evaluate(config, load_state(tmp_path / "run" / "checkpoint"), tmp_path / "eval", samples=2, n_test=4)
     assert len(calls.seen) > 10  # the interception works: e.g. model.py's frame choice and noise, metrics' window
@@ -106,7 +106,7 @@ def test_loss_is_float32_under_autocast():
     terms = srvp_loss(x, out, s, config.beta_y, config.beta_z, config.l2_res)
     assert all(term.dtype == torch.float32 for term in terms.values())
 
-    # §3 closed forms in float64 on the same low-precision outputs. A sum over the 5,120 pixels or the KL terms
+    # docs/srvp.md §3 closed forms in float64 on the same low-precision outputs. A sum over the 5,120 pixels or the KL terms
     # accumulated in bfloat16 (8-bit mantissa) would be off by far more than float32 rounding.
     x_hat = out.x.double()
     nll = (0.5 * ((x.double() - x_hat) / s) ** 2 + math.log(s) + 0.5 * math.log(2 * math.pi)).sum() / batch

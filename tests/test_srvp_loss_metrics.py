@@ -1,4 +1,4 @@
-"""SRVP objective, schedule and metrics against closed forms (spec §7.9, 7.11-7.13, 7.16, 7.17)."""
+"""SRVP objective, schedule and metrics against closed forms (docs/srvp.md §7.9, 7.11-7.13, 7.16, 7.17)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from dynagen.models.srvp.metrics import best_of_n, frame_psnr, frame_ssim, frech
 from dynagen.models.srvp.model import SRVPOutput
 
 
-def test_kl_zero_cases_and_nonnegativity():  # §7.9
+def test_kl_zero_cases_and_nonnegativity():  # docs/srvp.md §7.9
     params = torch.randn(7, 4, 10)
     assert kl_diagonal(params, params).item() == pytest.approx(0.0, abs=1e-6)
     assert kl_diagonal(params, torch.randn(7, 4, 10)).item() > 0
@@ -31,14 +31,14 @@ def test_kl_zero_cases_and_nonnegativity():  # §7.9
 
 
 @pytest.mark.parametrize("sigma,constant", [(1.0, 0.9189), (0.2, -0.6905)])
-def test_nll_constants(sigma, constant):  # §7.11
+def test_nll_constants(sigma, constant):  # docs/srvp.md §7.11
     x = torch.rand(3, 2, 1, 8, 8)
     assert (gaussian_nll(x, x, sigma) / x.numel()).item() == pytest.approx(constant, abs=1e-4)
     shifted = (gaussian_nll(x, x + 0.1, sigma) / x.numel()).item()
     assert shifted - constant == pytest.approx(0.5 * (0.1 / sigma) ** 2, abs=1e-4)  # weight 1/(2 sigma^2)
 
 
-def test_residual_norm_is_not_squared():  # §7.12
+def test_residual_norm_is_not_squared():  # docs/srvp.md §7.12
     res = torch.zeros(2, 3, 2)
     res[..., 0], res[..., 1] = 3.0, 4.0
     assert residual_l2(res).item() == pytest.approx(6 * 5.0)
@@ -48,7 +48,7 @@ def _output(x, q_y, q_z, p_z, res) -> SRVPOutput:
     return SRVPOutput(x, None, None, None, q_y, q_z, p_z, res)
 
 
-def test_loss_sums_over_time_and_divides_only_by_batch():  # §3, §7.11
+def test_loss_sums_over_time_and_divides_only_by_batch():  # docs/srvp.md §3, §7.11
     torch.manual_seed(0)
     t, ny, nz = 4, 3, 2
     x, x_hat = torch.rand(t, 1, 1, 8, 8), torch.rand(t, 1, 1, 8, 8)
@@ -66,7 +66,7 @@ def test_loss_sums_over_time_and_divides_only_by_batch():  # §3, §7.11
     assert longer["nll"].item() == pytest.approx(2 * one["nll"].item(), rel=1e-5)
 
 
-def test_learning_rate_schedule_scaled_down():  # §7.13 with 1,000,000 + 100,000 scaled by 1/1000
+def test_learning_rate_schedule_scaled_down():  # docs/srvp.md §7.13 with 1,000,000 + 100,000 scaled by 1/1000
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer, scheduler = make_optimizer([weight], lr=3e-4, n_decay=100)
     used = {}
@@ -80,17 +80,17 @@ def test_learning_rate_schedule_scaled_down():  # §7.13 with 1,000,000 + 100,00
     assert optimizer.param_groups[0]["lr"] == 0.0  # after iteration 1,100
 
 
-def test_psnr_is_a_mean_of_per_frame_per_channel_psnrs():  # §7.16
+def test_psnr_is_a_mean_of_per_frame_per_channel_psnrs():  # docs/srvp.md §7.16
     target = torch.full((2, 1, 3, 16, 16), 0.5)
     pred = target.clone()
     pred[:, :, 0] += 0.1  # MSE 1e-2 -> 20 dB
     pred[:, :, 1] += 0.01  # MSE 1e-4 -> 40 dB
     pred[:, :, 2] += 0.001  # MSE 1e-6 -> 60 dB
     torch.testing.assert_close(frame_psnr(pred, target), torch.full((2, 1), 40.0), atol=1e-3, rtol=0)
-    assert frame_psnr(target, target).isinf().all()  # PSNR(x, x) = inf (§7.17)
+    assert frame_psnr(target, target).isinf().all()  # PSNR(x, x) = inf (docs/srvp.md §7.17)
 
 
-def test_best_of_n_is_monotone_and_n1_is_the_sample():  # §7.16
+def test_best_of_n_is_monotone_and_n1_is_the_sample():  # docs/srvp.md §7.16
     scores = torch.randn(20, 5, 7)
     previous = None
     for n in range(1, 21):
@@ -104,7 +104,7 @@ def test_best_of_n_is_monotone_and_n1_is_the_sample():  # §7.16
     torch.testing.assert_close(lowest, scores.mean(1).min(0).values)
 
 
-def test_ssim_valid_window_map():  # §7.17
+def test_ssim_valid_window_map():  # docs/srvp.md §7.17
     torch.manual_seed(0)
     x = torch.rand(3, 2, 64, 64, dtype=torch.float64)
     y = (x + 0.2 * torch.randn_like(x)).clamp(0, 1)

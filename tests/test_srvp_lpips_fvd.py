@@ -1,4 +1,4 @@
-"""SRVP's LPIPS and FVD path (spec §4), end to end through `dynagen evaluate srvp --option lpips=... fvd=...`.
+"""SRVP's LPIPS and FVD path (docs/srvp.md §4), end to end through `dynagen evaluate srvp --option lpips=... fvd=...`.
 
 No weights can be downloaded, so small stand-in networks with the call contract of the real ones
 (models/srvp/README.md) are scripted, saved with torch.jit.save and read back by the evaluation:
@@ -121,7 +121,7 @@ def test_cli_evaluate_reports_lpips_and_fvd(checkpoint, tmp_path):
         assert np.isfinite(metrics[key]), key
     assert metrics["lpips/model"] > 0 and metrics["fvd/model"] > 0  # an untrained model does not predict the truth
 
-    # §4: the hypothesis videos are the ground-truth conditioning frames followed by a sample, so an embedding of
+    # docs/srvp.md §4: the hypothesis videos are the ground-truth conditioning frames followed by a sample, so an embedding of
     # the conditioning frames alone cannot tell them from the reference (ground-truth) videos.
     conditioning = save_scripted(PooledProjection(config.nt_cond), tmp_path / "i3d_cond.pt")
     assert _evaluate(run_dir, tmp_path / "eval_cond", f"fvd={conditioning}") == 0

@@ -1,4 +1,4 @@
-"""SRVP model properties (spec §7.1-7.5, 7.7-7.10, 7.14, 7.18), ablations, frame rates, content swap, interpolation.
+"""SRVP model properties (docs/srvp.md §7.1-7.5, 7.7-7.10, 7.14, 7.18), ablations, frame rates, content swap, interpolation.
 
 Tiny models throughout (32x32 frames, a few channels) except where the spec's full sizes are the point.
 """
@@ -28,7 +28,7 @@ def video(t=6, b=3, nx=32, nc=1, seed=1) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_forward_shapes(k):  # §7.1
+def test_forward_shapes(k):  # docs/srvp.md §7.1
     model, x = tiny(), video()
     t, b = x.shape[:2]
     out = model(x, n_euler_steps=k)
@@ -41,12 +41,12 @@ def test_forward_shapes(k):  # §7.1
     assert full.x.shape[0] == full.y.shape[0] == (t - 1) * k + 1
 
 
-def test_spec_example_t15_k2_keeps_29_frames():  # §7.1 [verified] numbers
+def test_spec_example_t15_k2_keeps_29_frames():  # docs/srvp.md §7.1 [verified] numbers
     out = tiny()(video(t=15, b=2), n_euler_steps=2, remove_intermediate=False)
     assert out.x.shape[0] == 29 and out.res.shape[0] == 28
 
 
-def test_encoder_and_skip_shapes():  # §7.2
+def test_encoder_and_skip_shapes():  # docs/srvp.md §7.2
     x64 = torch.rand(2, 1, 64, 64)
     h, skips = DCGANEncoder(1, 4, 128).eval()(x64)
     assert h.shape == (2, 128) and h.abs().max() < 1
@@ -63,7 +63,7 @@ def test_encoder_and_skip_shapes():  # §7.2
 
 @pytest.mark.parametrize("preset,total", [("smmnist", 10_678_284), ("mmnist-deterministic", 10_678_284),
                                           ("kth", 23_877_854), ("human", 23_880_158), ("bair", 23_847_390)])
-def test_parameter_counts_of_presets(preset, total):  # §7.3 / §1.7
+def test_parameter_counts_of_presets(preset, total):  # docs/srvp.md §7.3 / §1.7
     config = SRVPConfig(**{**PRESETS[preset], "data_dir": "/unused"})
     model = SRVP.from_config(config)
     assert sum(p.numel() for p in model.parameters()) == total
@@ -73,7 +73,7 @@ def test_parameter_counts_of_presets(preset, total):  # §7.3 / §1.7
         assert {k: sum(p.numel() for p in getattr(model, k).parameters()) for k in parts} == parts
 
 
-def test_k1_residual_rule_is_exact():  # §7.4
+def test_k1_residual_rule_is_exact():  # docs/srvp.md §7.4
     model = tiny().eval()
     out = model(video(), n_euler_steps=1)
     torch.testing.assert_close(out.res, out.y[1:] - out.y[:-1])
@@ -81,7 +81,7 @@ def test_k1_residual_rule_is_exact():  # §7.4
     torch.testing.assert_close(out.y[1:], out.y[:-1] + f)
 
 
-def test_k_substeps_reuse_one_z_per_interval():  # §7.4
+def test_k_substeps_reuse_one_z_per_interval():  # docs/srvp.md §7.4
     model, k = tiny().eval(), 3
     out = model(video(t=5), n_euler_steps=k, remove_intermediate=False)
     assert out.res.shape[0] == 4 * k
@@ -92,7 +92,7 @@ def test_k_substeps_reuse_one_z_per_interval():  # §7.4
         torch.testing.assert_close(out.y[s + 1], out.y[s] + expected)
 
 
-def test_prediction_from_prior_only_in_eval_mode():  # §7.5
+def test_prediction_from_prior_only_in_eval_mode():  # docs/srvp.md §7.5
     model, x = tiny(), video(t=5, b=2)
     with pytest.raises(AssertionError, match="prior"):
         model(x, nt=8)
@@ -101,7 +101,7 @@ def test_prediction_from_prior_only_in_eval_mode():  # §7.5
     assert out.q_z.shape[0] == 4 and out.p_z.shape[0] == 24 and out.x.shape[0] == 25
 
 
-def test_posterior_is_causal():  # §7.7
+def test_posterior_is_causal():  # docs/srvp.md §7.7
     model, x = tiny().eval(), video(t=8)
     q_z = model.infer_z(model.encode(x)[0])
     x2 = x.clone()
@@ -111,7 +111,7 @@ def test_posterior_is_causal():  # §7.7
     assert not torch.allclose(q_z[4:], q_z2[4:])
 
 
-def test_eval_mode_dependencies_and_random_frames_in_training():  # §7.8
+def test_eval_mode_dependencies_and_random_frames_in_training():  # docs/srvp.md §7.8
     model, x = tiny(nt_inf=2).eval(), video(t=6, b=4)
 
     def parts(v):
@@ -135,7 +135,7 @@ def test_eval_mode_dependencies_and_random_frames_in_training():  # §7.8
     assert not torch.allclose(model.infer_w(h), model.infer_w(h))
 
 
-def test_standard_deviations_are_softplus_plus_eps():  # §7.10
+def test_standard_deviations_are_softplus_plus_eps():  # docs/srvp.md §7.10
     raw = torch.tensor([[0.3, -1.0, -200.0, 5.0]])
     mean, std = gaussian_parameters(torch.cat([torch.ones(1, 4), raw], -1))
     torch.testing.assert_close(mean, torch.ones(1, 4))
@@ -143,7 +143,7 @@ def test_standard_deviations_are_softplus_plus_eps():  # §7.10
     assert (std > 0).all()
 
 
-def test_initialisation():  # §7.14, §1.6
+def test_initialisation():  # docs/srvp.md §7.14, §1.6
     torch.manual_seed(0)
     model = SRVP()  # SMMNIST sizes: square 512x512 hidden layers in the dynamics
     square = [m.weight for m in model.dynamics if isinstance(m, torch.nn.Linear) and m.weight.shape[0] == m.weight.shape[1]]
@@ -157,7 +157,7 @@ def test_initialisation():  # §7.14, §1.6
     assert abs(bn.mean().item() - 1) < 5e-3 and abs(bn.std().item() - 0.02) < 5e-3
 
 
-def test_decoder_reads_w_then_y_and_w_is_shared_over_time():  # §7.18
+def test_decoder_reads_w_then_y_and_w_is_shared_over_time():  # docs/srvp.md §7.18
     model = tiny().eval()
     w, y = torch.randn(2, 12), torch.randn(4, 2, 6)
     y[1] = y[0]

@@ -1,5 +1,5 @@
 """SRVP end to end: training whose loss decreases (LocalContext), resume, evaluation against closed-form
-baselines, no leakage of future frames at test (§7.6), config validation, and a 2-worker Ray Train run.
+baselines, no leakage of future frames at test (docs/srvp.md §7.6), config validation, and a 2-worker Ray Train run.
 
 Data: stochastic Moving MNIST from scikit-learn's bundled digits upscaled (a stand-in for MNIST, no downloads).
 """
@@ -44,7 +44,7 @@ def test_training_loss_decreases_and_checkpoints(trained):
     assert np.isfinite(final["val/psnr"]) and final["train/kl_z"] >= 0
     state = load_state(run_dir / "checkpoint")
     assert state["_step"] == 60 and set(state) >= {"model", "optimizer", "scheduler", "config"}
-    assert (run_dir / "best" / "state.pt").exists()  # §3 model_best: the best validation score
+    assert (run_dir / "best" / "state.pt").exists()  # docs/srvp.md §3 model_best: the best validation score
     assert (run_dir / "samples" / "step_00000060.png").stat().st_size > 0  # truth vs best sample grid
     assert (run_dir / "samples" / "step_00000060.gif").stat().st_size > 0
 
@@ -110,7 +110,7 @@ def test_evaluate_reports_model_and_closed_form_baselines(trained, tmp_path):
         assert (tmp_path / name).stat().st_size > 0
 
 
-def test_no_leakage_of_future_frames(trained):  # §7.6
+def test_no_leakage_of_future_frames(trained):  # docs/srvp.md §7.6
     from dynagen.models.srvp.evaluate import sample_predictions
     from dynagen.models.srvp.model import SRVP
 

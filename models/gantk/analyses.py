@@ -5,7 +5,7 @@ of every other config column (activation, loss, seed, …). Per (loss, width) it
 rank correlation between the final metric of the finite runs and of their infinite partners (do the
 activations rank the same at finite width?), the number of matched pairs, the median ratio
 finite/infinite, and the mean relative Frobenius error between the empirical NTK of the finite
-discriminator at initialisation and the analytic kernel (``ntk_rel_error``, ≈ width^(−1/2), spec §8.12).
+discriminator at initialisation and the analytic kernel (``ntk_rel_error``, ≈ width^(−1/2), docs/gantk.md §8.12).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Discriminators: infinite-width kernel solutions (spec §1.2) and finite networks (spec §2, §3).
+"""Discriminators: infinite-width kernel solutions (docs/gantk.md §1.2) and finite networks (docs/gantk.md §2, §3).
 
 Both kinds are trained on Z = [X_b; Y] (the current fake batch stacked on the real batch) with labels
 y_Z = (−1, …, −1, +1, …, +1). An infinite-width discriminator trained by kernel gradient flow from
@@ -7,7 +7,7 @@ f₀ ≡ 0 is always of the form
     f_t(x) = k(x, Z) · c,
 
 with coefficients c that depend on K_ZZ, y_Z and t only. The coefficients are computed without
-gradient, so the particle gradient flows through the query argument x of k alone (spec §1.3).
+gradient, so the particle gradient flows through the query argument x of k alone (docs/gantk.md §1.3).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dynagen.models.gantk.kernels import discriminator_stax
 if TYPE_CHECKING:
     from dynagen.models.gantk.experiment import GanNtkConfig
 
-# Spec §3: discriminator minimises E_fake a(f) + E_real b(f); particles minimise E_fake ℓ(f).
+# docs/gantk.md §3: discriminator minimises E_fake a(f) + E_real b(f); particles minimise E_fake ℓ(f).
 DISCRIMINATOR_LOSSES: dict[str, tuple[Callable, Callable]] = {
     "ipm": (lambda u: u, lambda u: -u),
     "vanilla": (jax.nn.softplus, lambda u: jax.nn.softplus(-u)),
@@ -46,7 +46,7 @@ def labels(n_fake: int, n_real: int, dtype=jnp.float32) -> jnp.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Infinite width (spec §1.2): coefficients c of f_t = k(·, Z)·c
+# Infinite width (docs/gantk.md §1.2): coefficients c of f_t = k(·, Z)·c
 # ---------------------------------------------------------------------------------------------
 
 
@@ -71,7 +71,7 @@ def lsgan_coefficients(k_zz: jnp.ndarray, y: jnp.ndarray, t: float) -> jnp.ndarr
 
 
 def lambertw_exp(z: jnp.ndarray, max_iter: int = 100) -> jnp.ndarray:
-    """W₀(e^z) by the iteration of spec §1.2 (gantk2 utils/math.py), stable for large z."""
+    """W₀(e^z) by the iteration of docs/gantk.md §1.2 (gantk2 utils/math.py), stable for large z."""
     eps = jnp.finfo(z.dtype).resolution
 
     def body(carry):
@@ -85,7 +85,7 @@ def lambertw_exp(z: jnp.ndarray, max_iter: int = 100) -> jnp.ndarray:
 
 
 def vanilla_scalar_solution(z: jnp.ndarray, t: float) -> jnp.ndarray:
-    """u(z, t) = 1 + tz − W₀(e^{1+tz}): the solution of u' = z·σ(−u), u(0) = 0 (spec §8.10)."""
+    """u(z, t) = 1 + tz − W₀(e^{1+tz}): the solution of u' = z·σ(−u), u(0) = 0 (docs/gantk.md §8.10)."""
     return 1 + t * z - lambertw_exp(1 + t * z)
 
 
@@ -118,7 +118,7 @@ def vanilla_ode_coefficients(k_zz: jnp.ndarray, y: jnp.ndarray, t: float) -> jnp
 
 
 class InfiniteDiscriminator:
-    """f_t of spec §1.2, recomputed from scratch at every generator step (no state)."""
+    """f_t of docs/gantk.md §1.2, recomputed from scratch at every generator step (no state)."""
 
     def __init__(self, kernel: Callable, loss: str, t: float, vanilla_solver: str = "lambert_w"):
         self.kernel, self.loss, self.t, self.vanilla_solver = kernel, loss, t, vanilla_solver
@@ -145,7 +145,7 @@ class InfiniteDiscriminator:
 
 
 # ---------------------------------------------------------------------------------------------
-# Finite width (spec §2)
+# Finite width (docs/gantk.md §2)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -196,7 +196,7 @@ class FiniteDiscriminator:
         return jax.lax.fori_loop(0, self.nb_steps, body, (opt_state, count))
 
     def empirical_kernel(self, frozen: tuple, trainable: tuple, x1: jnp.ndarray, x2: jnp.ndarray) -> jnp.ndarray:
-        """Θ̂(x1, x2): the empirical NTK of f w.r.t. its trainable parameters (spec §8.12)."""
+        """Θ̂(x1, x2): the empirical NTK of f w.r.t. its trainable parameters (docs/gantk.md §8.12)."""
         import neural_tangents as nt
 
         ntk = nt.empirical_ntk_fn(lambda params, x: self.apply(frozen, params, x)[:, None], trace_axes=(-1,))

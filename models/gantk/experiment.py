@@ -1,11 +1,11 @@
 """GAN(TK)² as a dynagen experiment: config, presets, train and evaluate (Franceschi et al., ICML 2022).
 
-Particles x_i are pushed by a discriminator that is either a finite network (``width > 0``, spec §2)
+Particles x_i are pushed by a discriminator that is either a finite network (``width > 0``, docs/gantk.md §2)
 or its infinite-width limit (``width == 0``: the analytic NTK/NNGP kernel of the *same* stax
-description, spec §1), with the losses of spec §3. The width regime is a width, not a loss name, so a
+description, docs/gantk.md §1), with the losses of docs/gantk.md §3. The width regime is a width, not a loss name, so a
 sweep can put ``width: {grid: [0, 128, 512]}`` next to ``loss: {grid: [ipm, lsgan]}`` without running
 the (width-independent) infinite discriminators once per finite width: ``loss=ipm, width=0`` is the
-spec's ``inf_ipm``, ``lsgan`` ↔ ``inf_lsgan``, ``vanilla`` ↔ ``inf_vanilla`` / ``inf_vanilla_ode``
+docs/gantk.md's ``inf_ipm``, ``lsgan`` ↔ ``inf_lsgan``, ``vanilla`` ↔ ``inf_vanilla`` / ``inf_vanilla_ode``
 (``vanilla_solver``); ``hinge`` has no infinite counterpart.
 
 This module imports only pydantic: the heavy JAX / neural-tangents code lives in the sibling modules
@@ -20,7 +20,7 @@ from pydantic import Field, model_validator
 
 from dynagen.platform.registry import Experiment, ExperimentConfig
 
-# Spec §6.2 arch configs (+ GELU and a tanh-like erf, §10's illustrations, for the activation sweep).
+# docs/gantk.md §6.2 arch configs (+ GELU and a tanh-like erf, §10's illustrations, for the activation sweep).
 # A named arch fills in these fields; fields given explicitly (preset, file, --set, sweep) still win.
 ARCHS: dict[str, dict[str, Any]] = {
     "relu": {"activation": "relu", "depth": 3, "sigma_w": 1.0, "sigma_b": 1.0, "kernel": "ntk"},
@@ -42,10 +42,10 @@ Target = Literal[
 
 
 class GanNtkConfig(ExperimentConfig):
-    """Flat config; names follow spec §6 where sensible (η = ``lr``, discr_eta = ``lr_d``, t = ``t``)."""
+    """Flat config; names follow docs/gantk.md §6 where sensible (η = ``lr``, discr_eta = ``lr_d``, t = ``t``)."""
 
-    # --- target and particles (spec §4) ---
-    target: Target = Field("eight_gaussians", description="target distribution (spec §4)")
+    # --- target and particles (docs/gantk.md §4) ---
+    target: Target = Field("eight_gaussians", description="target distribution (docs/gantk.md §4)")
     n_particles: int = Field(500, ge=1, description="N generated particles (source N(0, I) unless the toy set fixes them)")
     n_targets: int = Field(500, ge=1, description="M target samples (fixed set, drawn once)")
     n_modes: int = Field(8, ge=1, description="components of the `ring` target (eight_gaussians: 8)")
@@ -55,7 +55,7 @@ class GanNtkConfig(ExperimentConfig):
     target_image: str | None = Field(None, description="grayscale image defining the target density (image_density)")
     data_path: str | None = Field(None, description="MNIST idx file / folder, or folder of CelebA images")
 
-    # --- discriminator architecture (spec §1.1, §6.2) ---
+    # --- discriminator architecture (docs/gantk.md §1.1, §6.2) ---
     arch: Literal["custom", "relu", "relu_highbias", "relu_nobias", "sigmoid", "gelu", "erf", "rbf"] = Field(
         "relu", description="named architecture filling activation/depth/sigma_w/sigma_b/kernel (explicit fields win)"
     )
@@ -74,7 +74,7 @@ class GanNtkConfig(ExperimentConfig):
     act_gamma: float = Field(1.0, gt=0, description="γ of the rbf/arbf activation")
     act_alpha: float = Field(0.2, description="negative slope of leaky_relu")
 
-    # --- losses and discriminator training (spec §1.2, §2, §3) ---
+    # --- losses and discriminator training (docs/gantk.md §1.2, §2, §3) ---
     loss: Literal["ipm", "lsgan", "vanilla", "hinge"] = "ipm"
     t: float = Field(1.0, gt=0, description="infinite-width discriminator time (discr_integration_time)")
     vanilla_solver: Literal["lambert_w", "ode"] = Field(
@@ -88,7 +88,7 @@ class GanNtkConfig(ExperimentConfig):
     reset_d: bool = Field(False, description="re-initialise the finite discriminator at every generator step")
     antisymmetric: bool = Field(True, description="f = (g_θ1 − g_θ2)/√2 with θ1 = θ2 at init, so f₀ ≡ 0")
 
-    # --- particle flow and logging (spec §1.3, §5) ---
+    # --- particle flow and logging (docs/gantk.md §1.3, §5) ---
     lr: float = Field(1000.0, gt=0, description="particle learning rate η: x ← x − η·(1/N)·∇ℓ(x)")
     steps: int = Field(50_000, ge=0, description="generator steps")
     log_every: int = Field(100, ge=1, description="metrics every this many generator steps (log_steps)")
@@ -129,7 +129,7 @@ _IMAGES = {"n_particles": 1024, "n_targets": 1024, "width": 0, "lr": 100.0, "t":
 _TOY = {"arch": "relu", "lr": 0.5, "steps": 1000, "log_every": 50, "plot_every": 250, "save_every": 0}
 _ADE_FINITE = {"lr_d": 0.1, "nb_d_steps": 10, "reset_d": True, "antisymmetric": True}
 
-# Spec §6.4: the resolved loss × arch × data combinations (50 000 steps like the original).
+# docs/gantk.md §6.4: the resolved loss × arch × data combinations (50 000 steps like the original).
 PRESETS: dict[str, dict[str, Any]] = {
     "eight_gaussians-inf_ipm": {**_EIGHT, "loss": "ipm", "width": 0, "lr": 1000.0, "t": 1.0},
     "eight_gaussians-inf_ipm-rbf": {**_EIGHT, "arch": "rbf", "loss": "ipm", "width": 0, "lr": 1000.0, "t": 1.0},
@@ -142,7 +142,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits-inf_ipm": {**_IMAGES, "target": "digits", "arch": "relu", "loss": "ipm"},
     "mnist-inf_ipm": {**_IMAGES, "target": "mnist", "arch": "relu", "loss": "ipm"},
     "celeba-inf_ipm": {**_IMAGES, "target": "celeba", "arch": "relu_highbias", "loss": "ipm"},
-    # Spec §6.5: the adequation plots' fixed 1-D/2-D sets (§4), as flows. Finite discriminators as in
+    # docs/gantk.md §6.5: the adequation plots' fixed 1-D/2-D sets (§4), as flows. Finite discriminators as in
     # `ade1d_config` (3-layer ReLU, σ_b 1, antisymmetric, SGD 0.1 × 10 steps = t = 1, re-initialised every step
     # so f matches its infinite-width counterpart); infinite LSGAN at 4t. η = 0.5: with N = 1–5 particles the
     # 8-Gaussian η = 1000 moves them by ~100 per step and diverges within 20 steps.

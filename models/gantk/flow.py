@@ -1,4 +1,4 @@
-"""The particle generator (spec §1.3, §2): x_i ← x_i − η·(1/N)·∇_x ℓ(x_i), one jit-compiled step.
+"""The particle generator (docs/gantk.md §1.3, §2): x_i ← x_i − η·(1/N)·∇_x ℓ(x_i), one jit-compiled step.
 
 Per generator step: X_b = a copy of the current particles (no gradient flows through it) and Y = the
 whole target set; the discriminator is recomputed (infinite width) or trained for ``nb_d_steps``
@@ -32,7 +32,7 @@ class FlowState(NamedTuple):
     d_frozen: Any  # finite discriminator: parameters that are not trained; () at infinite width
     d_opt: Any  # finite discriminator: optimiser state holding the trainable parameters
     d_count: jax.Array  # optimiser step counter (Adam's bias correction)
-    gen_loss: jax.Array  # mean ℓ over particles at the last update (−1 before the first, spec §5 `lg`)
+    gen_loss: jax.Array  # mean ℓ over particles at the last update (−1 before the first, docs/gantk.md §5 `lg`)
 
 
 def particle_sharding() -> tuple[NamedSharding, NamedSharding] | None:

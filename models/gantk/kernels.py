@@ -1,13 +1,13 @@
-"""The discriminator architecture (spec §1.1): one ``neural_tangents.stax`` description.
+"""The discriminator architecture (docs/gantk.md §1.1): one ``neural_tangents.stax`` description.
 
-The same description gives the finite network (``init_fn``/``apply_fn``, spec §2) and its analytic
+The same description gives the finite network (``init_fn``/``apply_fn``, docs/gantk.md §2) and its analytic
 infinite-width kernels (NTK, or NNGP for the ``rbf`` arch), so the finite and infinite discriminators
 compared by the experiments are by construction the same model at two widths:
 
     Flatten → Dense(H, σ_w, σ_b) → [act → Dense(H, σ_w, σ_b)] × (depth − 1) → act → Dense(1, σ_w, no bias)
 
 With ``ntk`` parameterisation the analytic kernel does not depend on H; NT normalises the input Gram
-matrix by the input dimension d (Σ⁰ = ⟨x, x'⟩/d, spec §1.1).
+matrix by the input dimension d (Σ⁰ = ⟨x, x'⟩/d, docs/gantk.md §1.1).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # Irrelevant for the ``ntk`` parameterisation, which is the only one allowed at infinite width.
 NOMINAL_WIDTH = 512
 
-# Spec §1.1 (models/utils.py::activations); `tanh_like` is the odd erf closest to tanh
+# docs/gantk.md §1.1 (models/utils.py::activations); `tanh_like` is the odd erf closest to tanh
 # (tanh(x) ≈ erf(√π/2·x)), the tanh-like activation users ask for (there is no tanh in NT's closed forms).
 ACTIVATIONS: dict[str, Callable[["GanNtkConfig"], tuple]] = {
     "relu": lambda c: stax.Relu(),
@@ -43,7 +43,7 @@ ACTIVATIONS: dict[str, Callable[["GanNtkConfig"], tuple]] = {
 
 
 def discriminator_stax(config: "GanNtkConfig") -> tuple[Callable, Callable, Callable]:
-    """(init_fn, apply_fn, kernel_fn) of the MLP discriminator of spec §1.1."""
+    """(init_fn, apply_fn, kernel_fn) of the MLP discriminator of docs/gantk.md §1.1."""
     width = config.width or NOMINAL_WIDTH
     b_std = config.sigma_b if config.sigma_b > 0 else None  # σ_b = 0 switches the biases off
 
@@ -60,7 +60,7 @@ def discriminator_stax(config: "GanNtkConfig") -> tuple[Callable, Callable, Call
 def analytic_kernel(config: "GanNtkConfig") -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
     """k(x, x') = the analytic NTK (or NNGP if ``config.kernel == "nngp"``) as an [N, M] matrix.
 
-    Differentiable in both arguments; the particle flow differentiates it in the first only (§1.3).
+    Differentiable in both arguments; the particle flow differentiates it in the first only (docs/gantk.md §1.3).
     """
     _, _, kernel_fn = discriminator_stax(config)
     get = config.kernel

@@ -1,10 +1,10 @@
-"""Distances between the particles and the targets (spec §5), on flattened [n, d] copies.
+"""Distances between the particles and the targets (docs/gantk.md §5), on flattened [n, d] copies.
 
 * ``sinkhorn``: debiased Sinkhorn divergence, geomloss ``SamplesLoss("sinkhorn", p=2, blur=0.001,
   scaling=0.95)`` (cost ½‖x−y‖², ≈ ½W₂² at this blur) — the paper's reported metric (`s` column);
 * ``energy``: energy distance E‖x−y‖ − ½E‖x−x'‖ − ½E‖y−y'‖ (geomloss ``"energy"``);
 * ``mmd2``: the squared MMD (V-statistic) under the discriminator's analytic kernel, the quantity an
-  infinite IPM discriminator descends (spec §8.4–8.5).
+  infinite IPM discriminator descends (docs/gantk.md §8.4–8.5).
 geomloss runs on torch copies at log steps only: float32 for Sinkhorn (as the original; hundreds of
 log-sum-exp iterations at this blur), float64 for the cheap closed-form energy distance.
 """

@@ -1,8 +1,8 @@
 """Figures written atomically (models/artifacts.py) as PNG; each also returns the RGB image.
 
-* 2-D (spec §5): targets (orange), particles (magenta), heat map of the per-point generator loss ℓ
+* 2-D (docs/gantk.md §5): targets (orange), particles (magenta), heat map of the per-point generator loss ℓ
   on a grid over the scatter extent, and arrows −∇ℓ at the particles;
-* 1-D: ℓ(x) on a line with the particles and targets marked (the adequation plots of spec §6.5);
+* 1-D: ℓ(x) on a line with the particles and targets marked (the adequation plots of docs/gantk.md §6.5);
 * images: the first particles as a row of pictures, mapped back to [0, 1].
 """
 

@@ -1,7 +1,7 @@
-"""GAN(TK)²'s reference figures and orderings (spec gantk §7: the authors' quick CPU re-run; no paper table).
+"""GAN(TK)²'s reference figures and orderings (docs/gantk.md §7: the authors' quick CPU re-run; no paper table).
 
 Protocol: eight_gaussians, infinite-width discriminator with the IPM loss (``width 0, loss ipm`` = ``inf_ipm``),
-eta = 1000, t = 1, N = M = 500, energy distance ``e`` (geomloss 'energy', spec §5), initial e = 1.055.
+eta = 1000, t = 1, N = M = 500, energy distance ``e`` (geomloss 'energy', docs/gantk.md §5), initial e = 1.055.
 ``ENERGY[arch][step]`` is e after that many generator steps; ``ORDERINGS`` the claims a sweep can check, each
 "a is below b" in energy at ``step``.
 """

@@ -1,4 +1,4 @@
-"""Source (initial particles) and target sets (spec §4), as numpy arrays [n, *shape].
+"""Source (initial particles) and target sets (docs/gantk.md §4), as numpy arrays [n, *shape].
 
 Toy targets are generated; image targets are read from files the user points to (nothing is
 downloaded): scikit-learn's bundled 8×8 digits (d = 64) work out of the box, MNIST is read from the
@@ -8,16 +8,17 @@ are mapped to 1.999·(v − 0.5) like the original; image particles start as i.i
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from dynagen.models.idx import read_idx
+
 if TYPE_CHECKING:
     from dynagen.models.gantk.experiment import GanNtkConfig
 
-# Fixed 1-D / 2-D sets of spec §4 (source, target), used by the adequation plots.
+# Fixed 1-D / 2-D sets of docs/gantk.md §4 (source, target), used by the adequation plots.
 FIXED_SETS = {
     "modes_1d": (
         1.5 * np.array([-1.2, -1.34, -0.8, -0.7, -0.3])[:, None],
@@ -41,7 +42,7 @@ def ring(n: int, n_modes: int, radius: float, std: float, rng: np.random.Generat
 
 
 def image_density(path: str | Path, n: int, rng: np.random.Generator, scale: float = 1.0) -> np.ndarray:
-    """Samples of the density drawn by a grayscale image (spec §4 `image`): dark = mass.
+    """Samples of the density drawn by a grayscale image (docs/gantk.md §4 `image`): dark = mass.
 
     One Gaussian per pixel (row r, col c of an h×w image): weight ∝ max(I) − I[r, c], mean
     (scale·(−1 + 2c/(w−1)), scale·(1 − 2r/(h−1))), std (scale/w, scale/h).
@@ -73,16 +74,6 @@ def digits(n: int, rng: np.random.Generator) -> np.ndarray:
     return to_signed(images[rng.permutation(len(images))[:n], :, :, None])
 
 
-def _read_idx_images(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
-    if int.from_bytes(data[:4], "big") != 0x803:
-        raise ValueError(f"{path}: not an idx3-ubyte image file")
-    count, rows, cols = (int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
-    return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
-
-
 def mnist(path: str | Path, n: int, rng: np.random.Generator) -> np.ndarray:
     """n MNIST training images from ``train-images-idx3-ubyte[.gz]`` (a file, or searched under a folder),
     zero-padded 28×28 → 32×32 (torchvision's CenterCrop(32)), shape [n, 32, 32, 1]."""
@@ -92,7 +83,7 @@ def mnist(path: str | Path, n: int, rng: np.random.Generator) -> np.ndarray:
         if not found:
             raise FileNotFoundError(f"data_path: no train-images-idx3-ubyte[.gz] under {path}")
         path = found[0]
-    images = _read_idx_images(path)
+    images = read_idx(path, ndim=3)
     chosen = images[rng.permutation(len(images))[:n]].astype(np.float64) / 255.0
     rows, cols = chosen.shape[1:]
     top, left = (32 - rows) // 2, (32 - cols) // 2

@@ -1,4 +1,4 @@
-"""Training loop and evaluation of the gan-ntk experiment (spec §1.3 per-step order, §5 logging).
+"""Training loop and evaluation of the gan-ntk experiment (docs/gantk.md §1.3 per-step order, §5 logging).
 
 Every ``log_every`` generator steps (and once after the last step) the particles X_b and targets Y are
 evaluated *before* that step's update: Sinkhorn divergence, energy distance, MMD² under the
@@ -61,7 +61,7 @@ def restore(template: FlowState, saved: Mapping[str, Any], flow: ParticleFlow) -
 
 
 def ntk_relative_error(flow: ParticleFlow, state: FlowState, targets: np.ndarray) -> float:
-    """‖Θ̂ − Θ‖_F / ‖Θ‖_F between the finite discriminator's empirical kernel and the analytic one (§8.12)."""
+    """‖Θ̂ − Θ‖_F / ‖Θ‖_F between the finite discriminator's empirical kernel and the analytic one (docs/gantk.md §8.12)."""
     points = jnp.concatenate([state.x[:NTK_CHECK_POINTS], jnp.asarray(targets[:NTK_CHECK_POINTS], state.x.dtype)])
     trainable = flow.discriminator.get_params(state.d_opt)
     empirical = flow.discriminator.empirical_kernel(state.d_frozen, trainable, points, points)
@@ -86,7 +86,7 @@ def figure(flow: ParticleFlow, state: FlowState, targets: np.ndarray, path: Path
 
 
 class Evaluator:
-    """Metrics of spec §5 on the particles vs the targets."""
+    """Metrics of docs/gantk.md §5 on the particles vs the targets."""
 
     def __init__(self, config: GanNtkConfig, targets: np.ndarray, dtype):
         kernel = analytic_kernel(config)

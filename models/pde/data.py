@@ -1,12 +1,12 @@
-"""Data sets of the PDE-disentanglement experiments (spec §5). Every item is ``(cond, target)``:
+"""Data sets of the PDE-disentanglement experiments (docs/pde.md §5). Every item is ``(cond, target)``:
 (τ, C, H, W) conditioning frames and (K, C, H, W) frames to predict ((τ, C, P) for WaveEq-100).
 
 No data is downloaded. WaveEq is simulated (``wave.py``) unless ``data_dir`` holds the original
 generator's files; Moving MNIST training sequences are generated on the fly, new ones every epoch
 (:mod:`dynagen.models.training_data`), by the generator shared with
-SRVP (:mod:`dynagen.models.moving_mnist`, deterministic variant = §5.2) from MNIST digits in ``data_dir``
+SRVP (:mod:`dynagen.models.moving_mnist`, deterministic variant = docs/pde.md §5.2) from MNIST digits in ``data_dir``
 or, without a ``data_dir``, from scikit-learn's bundled 8 × 8 digits upscaled to 28 × 28 (a stand-in, NOT
-MNIST: say so when you report numbers); its test set is the fixed §5.2 file (:func:`mnist_test_set`).
+MNIST: say so when you report numbers); its test set is the fixed docs/pde.md §5.2 file (:func:`mnist_test_set`).
 SST, TaxiBJ and 3D Chairs read the user's files; the expected layout is documented on each loader.
 
 Expected layouts (``data_dir``):
@@ -61,7 +61,7 @@ class SequenceWindows(Dataset):
     """All windows of ``nt_cond + nt_pred`` consecutive frames (stride 1) of sequences (N, T, ...).
 
     Fixed indexing (default): N·(T − L + 1) windows, i.e. 240·126 = 30,240 train and 60·106 = 6,360
-    test windows for WaveEq. ``original_indexing`` reproduces the original loader's bug (§5.1): it counts
+    test windows for WaveEq. ``original_indexing`` reproduces the original loader's bug (docs/pde.md §5.1): it counts
     ``counted_length − L + 1`` windows per sequence, with counted_length the frame height 64 instead of
     the 150 frames, but indexes with the true stride T − L + 1, so only the first sequences are ever
     seen (9,600 train windows from 77 of the 240 training sequences, 1,200 test windows from 12 of 60).
@@ -104,7 +104,7 @@ def load_waves(config) -> torch.Tensor:
 
 
 def wave_dataset(config, train: bool, horizon: int | None = None) -> SequenceWindows:
-    """WaveEq (or WaveEq-100) windows; train ids < int(0.8·N), test ids ≥ it (§5.1)."""
+    """WaveEq (or WaveEq-100) windows; train ids < int(0.8·N), test ids ≥ it (docs/pde.md §5.1)."""
     sequences = load_waves(config)
     split = int(TRAIN_FRACTION * len(sequences))
     sequences = sequences[:split] if train else sequences[split:]
@@ -116,11 +116,11 @@ def wave_dataset(config, train: bool, horizon: int | None = None) -> SequenceWin
 
 # ------------------------------------------------------------------------------------------ Moving MNIST
 
-MNIST_TRAIN_SEQUENCES = 200_000  # §5.2: the original's (arbitrary) training __len__
+MNIST_TRAIN_SEQUENCES = 200_000  # docs/pde.md §5.2: the original's (arbitrary) training __len__
 MNIST_NX, MNIST_DIGITS = 64, 2
 MNIST_TEST_FILE = moving_mnist.test_set_filename(deterministic=True, ndigits=MNIST_DIGITS, nx=MNIST_NX)
-MNIST_TEST_FRAMES = 100  # §5.2: 100-frame test sequences (numpy seed 42: moving_mnist.TEST_SEED)
-MNIST_SWAP_SEED = 1  # §4 disentanglement: the new digits come through a seed-1 permutation
+MNIST_TEST_FRAMES = 100  # docs/pde.md §5.2: 100-frame test sequences (numpy seed 42: moving_mnist.TEST_SEED)
+MNIST_SWAP_SEED = 1  # docs/pde.md §4 disentanglement: the new digits come through a seed-1 permutation
 
 
 def _check_test_length(frames: int, nt_cond: int, horizon: int) -> None:
@@ -130,7 +130,7 @@ def _check_test_length(frames: int, nt_cond: int, horizon: int) -> None:
 
 
 def to_frames(video: np.ndarray) -> torch.Tensor:
-    """uint8 video (L, nx, nx) → float (L, 1, nx, nx) in [0, 1] (§5.2: summed digits clipped at 255, /255)."""
+    """uint8 video (L, nx, nx) → float (L, 1, nx, nx) in [0, 1] (docs/pde.md §5.2: summed digits clipped at 255, /255)."""
     return torch.from_numpy(video).float().div_(255)[:, None]
 
 
@@ -140,12 +140,12 @@ def render_frames(digits, paths: np.ndarray, nx: int = MNIST_NX) -> torch.Tensor
 
 
 class MovingMNISTWindows(Dataset):
-    """Deterministic Moving MNIST (§5.2) training sequences in the PDE item format: ``(cond, target)`` float
+    """Deterministic Moving MNIST (docs/pde.md §5.2) training sequences in the PDE item format: ``(cond, target)`` float
     (τ, 1, 64, 64) and (K, 1, 64, 64) in [0, 1].
 
     The sequences come from the shared generator (:class:`dynagen.models.moving_mnist.MovingMNIST`, 2 digits,
     deterministic reflections); sequence ``i`` of epoch ``e`` depends only on (seed, e, i): new sequences every
-    epoch, as the original generates them at every access (§5.2), the epoch being set by the training loop.
+    epoch, as the original generates them at every access (docs/pde.md §5.2), the epoch being set by the training loop.
     """
 
     def __init__(self, digits: np.ndarray, n_sequences: int, nt_cond: int, nt_pred: int, seed: int, nx: int = MNIST_NX):
@@ -169,9 +169,9 @@ class MovingMNISTWindows(Dataset):
 
 
 class MovingMNISTTestSet(Dataset):
-    """The fixed §5.2 test set: window i = the first τ + K frames of test sequence i.
+    """The fixed docs/pde.md §5.2 test set: window i = the first τ + K frames of test sequence i.
 
-    ``latents(i)`` gives that sequence's trajectories (2, L, 4) and ``new_digits(i)`` the two digits the §4
+    ``latents(i)`` gives that sequence's trajectories (2, L, 4) and ``new_digits(i)`` the two digits the docs/pde.md §4
     disentanglement test draws on them, as the original's ``SwapDataset``: with P the MNIST test digits in
     their source order, perm = RandomState(1).permutation(len(P)) and N test sequences, the digits
     P[perm[i]] and P[perm[i + N]].
@@ -217,7 +217,7 @@ def mnist_test_set(config, horizon: int) -> MovingMNISTTestSet:
     other test digits).
     """
     _check_test_length(MNIST_TEST_FRAMES, config.nt_cond, horizon)
-    # Deterministic trajectories draw nothing after their start (§5.2), so L-frame sequences are, frame for
+    # Deterministic trajectories draw nothing after their start (docs/pde.md §5.2), so L-frame sequences are, frame for
     # frame, the first L frames of the 100-frame set: build only those (5000 × 100 frames would be 2 GB).
     arrays, digits, source = moving_mnist.find_or_build_test_set(
         config.data_dir, config.nt_cond + horizon, deterministic=True, ndigits=MNIST_DIGITS, nx=MNIST_NX)
@@ -244,7 +244,7 @@ def preprocess_chairs(source: str | Path, destination: str | Path) -> None:
 
 
 class Chairs(Dataset):
-    """Views start … start+L−1 (mod 62) of one chair; index → (chair = i mod n, start = i div n) (§5.3).
+    """Views start … start+L−1 (mod 62) of one chair; index → (chair = i mod n, start = i div n) (docs/pde.md §5.3).
 
     Chair folders are sorted, shuffled with RandomState(42), and the first 85 % are train.
     """
@@ -304,7 +304,7 @@ def load_taxibj_frames(data_dir: str) -> tuple[np.ndarray, list[int]]:
 
 
 class TaxiBJ(Dataset):
-    """Samples at timestamps with 8 consecutive earlier half-hour slots, in the original's order (§5.4).
+    """Samples at timestamps with 8 consecutive earlier half-hour slots, in the original's order (docs/pde.md §5.4).
 
     sequence[j] = frame at i − (j+1)·30 min, so sequence[0] is the most recent frame and the "future"
     (target = sequence[4:]) is *older* than the conditioning frames; ``chronological=True`` reverses
@@ -346,7 +346,7 @@ class SST(Dataset):
 
     First 80 % of days are train, the last 20 % test, in every zone; zones 1–29 train, 17–20 test. A
     window is τ input days ending at day i and the next nt_pred days. ``__getitem__`` returns the
-    standardised frames; ``to_temperature`` and ``zone_range`` serve the spec's temperature-space metric (§4).
+    standardised frames; ``to_temperature`` and ``zone_range`` serve the spec's temperature-space metric (docs/pde.md §4).
     """
 
     def __init__(self, data_dir: str, train: bool, nt_cond: int, nt_pred: int):
@@ -391,7 +391,7 @@ class SST(Dataset):
 
     def to_temperature(self, indices: list[int], frames: torch.Tensor) -> torch.Tensor:
         """Standardised frames (B, K, 1, 64, 64) aligned with the targets of windows ``indices`` → thetao units
-        (float64), as the original's test (§4): ·σ + μ with the *target* days' own spatial statistics (ground
+        (float64), as the original's test (docs/pde.md §4): ·σ + μ with the *target* days' own spatial statistics (ground
         truth, also for forecasts), then ·daily_std + daily_mean."""
         stats = [self.frame_stats(i) for i in indices]
         stack = lambda key: torch.from_numpy(np.stack([s[key] for s in stats]))[:, :, None].to(frames.device)  # noqa: E731
@@ -411,7 +411,7 @@ class SST(Dataset):
 
 
 def make_dataset(config, train: bool, horizon: int | None = None) -> Dataset:
-    """The train or test set of ``config.dataset``; ``horizon`` overrides nt_pred (test horizons, §6)."""
+    """The train or test set of ``config.dataset``; ``horizon`` overrides nt_pred (test horizons, docs/pde.md §6)."""
     nt_pred = config.nt_pred if horizon is None else horizon
     if config.dataset in ("wave", "wave_partial"):
         return wave_dataset(config, train, nt_pred)

@@ -1,11 +1,11 @@
-"""``dynagen evaluate pde``: the test protocol of spec §4 on a checkpoint.
+"""``dynagen evaluate pde``: the test protocol of docs/pde.md §4 on a checkpoint.
 
 Metrics (flat): ``mse/<method>`` over the test horizon for the model and the copy-last and mean-frame
 baselines; ``mse/<method>/t+k`` at a few horizons and, when the test horizon exceeds the training
 horizon K, ``mse/<method>/1-K`` over the trained horizon; ``psnr/…`` and ``ssim/…`` for Moving MNIST
 and 3D Chairs (the data sets the spec scores with them); and the content-swap test ``swap/…``:
 
-- mnist: the spec's measure (§4) on the fixed §5.2 test set (``data.mnist_test_set``): new digits
+- mnist: the spec's measure (docs/pde.md §4) on the fixed §5.2 test set (``data.mnist_test_set``): new digits
   (``MovingMNISTTestSet.new_digits``) are rendered on the trajectory of test video N−1−i and E_S of that
   supplies the content; the dynamics come from video i; the prediction is scored against the new digits
   rendered on trajectory i under both digit assignments, keeping the best.
@@ -14,7 +14,7 @@ and 3D Chairs (the data sets the spec scores with them); and the content-swap te
   i's own future. On WaveEq the content is shared by all sequences (only the speed c varies), so a
   disentangled model keeps ``swap/mse`` close to ``mse/model``.
 
-SST adds the spec's measures in temperature space (§4 "SST"): forecasts and targets are de-normalised
+SST adds the spec's measures in temperature space (docs/pde.md §4 "SST"): forecasts and targets are de-normalised
 with the target days' own spatial mean/std and then the daily climatology (``SST.to_temperature``); per
 method and span S ∈ {1-10, 1-6} (horizons 1…S, the original's "at t+10" / "at t+6"):
 
@@ -52,7 +52,7 @@ from dynagen.models.pde.model import build_model
 log = logging.getLogger(__name__)
 IMAGE_METRIC_DATASETS = ("mnist", "chairs")
 REPORTED_HORIZONS = (1, 5, 10, 20, 40, 95)
-SST_SPANS = (10, 6)  # §4: the original prints MSE and SSIM averaged over horizons 1–10 and 1–6
+SST_SPANS = (10, 6)  # docs/pde.md §4: the original prints MSE and SSIM averaged over horizons 1–10 and 1–6
 
 
 def swap_batch(dataset, indices: list[int], rng: np.random.Generator):
@@ -80,7 +80,7 @@ def swap_batch(dataset, indices: list[int], rng: np.random.Generator):
 
 
 def temperature_scores(test: SST, indices: list[int], pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per window and horizon (B, K): the §4 SST scores in temperature space (names in the module docstring)."""
+    """Per window and horizon (B, K): the docs/pde.md §4 SST scores in temperature space (names in the module docstring)."""
     pred, target = test.to_temperature(indices, pred), test.to_temperature(indices, target)
     scores = {"mse_temperature": metrics.mse_per_frame(pred, target)}
     for name, kind in (("ssim_temperature", "normalised"), ("ssim_temperature_clean", "temperature")):

@@ -1,7 +1,7 @@
 """Experiment ``pde``: PDE-driven spatiotemporal disentanglement (Donà et al., ICLR 2021).
 
-Config defaults are the WaveEq configuration of spec §6; presets give the other data sets and
-``wave-cpu``, the small CPU version of §8. This module imports only pydantic at top level; torch and
+Config defaults are the WaveEq configuration of docs/pde.md §6; presets give the other data sets and
+``wave-cpu``, the small CPU version of docs/pde.md §8. This module imports only pydantic at top level; torch and
 the model are imported inside ``train`` and ``evaluate``.
 """
 
@@ -16,19 +16,19 @@ from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentCon
 
 
 class PDEConfig(ExperimentConfig):
-    # data (§5)
+    # data (docs/pde.md §5)
     dataset: Literal["wave", "wave_partial", "mnist", "chairs", "taxibj", "sst"] = "wave"
     data_dir: str | None = None  # user files (layouts in models/pde/data.py); WaveEq/MNIST are generated without it
     n_sequences: int = Field(300, ge=5, description="simulated WaveEq sequences when data_dir is unset")
     data_seed: int = 42
-    resolution: Literal[64, 32] = 64  # WaveEq only: 32 = 2×2 average pooling (§8)
-    original_window_indexing: bool = False  # reproduce the original WaveEq loader's window-count bug (§5.1)
-    taxibj_chronological: bool = False  # the original feeds TaxiBJ newest-first (§5.4)
+    resolution: Literal[64, 32] = 64  # WaveEq only: 32 = 2×2 average pooling (docs/pde.md §8)
+    original_window_indexing: bool = False  # reproduce the original WaveEq loader's window-count bug (docs/pde.md §5.1)
+    taxibj_chronological: bool = False  # the original feeds TaxiBJ newest-first (docs/pde.md §5.4)
     nt_cond: int = Field(5, ge=1)
     nt_pred: int = Field(20, ge=1)
     test_horizon: int = Field(40, ge=1)
     offset: int | None = Field(None, description="nt_cond (default when unset) or 0 (SST)")
-    # networks (§1)
+    # networks (docs/pde.md §1)
     encoder: Literal["mlp", "dcgan", "vgg", "resnet", "encoderSST"] = "mlp"
     decoder: Literal["mlp", "dcgan", "vgg", "decoderSST"] = "mlp"
     enc_hidden_size: int = Field(1200, ge=1)
@@ -41,7 +41,7 @@ class PDEConfig(ExperimentConfig):
     skipco: bool = False
     no_s: bool = False  # ablation: constant content code, mul mixing, λ_T = 0
     gain_encoder: float = Field(0.02, gt=0)
-    # temporal model (§1.2; odeint is this project's continuous-time extension)
+    # temporal model (docs/pde.md §1.2; odeint is this project's continuous-time extension)
     temporal_model: Literal["euler_blocks", "odeint"] = "euler_blocks"
     n_blocks: int = Field(3, ge=1)
     res_hidden_size: int = Field(512, ge=1)
@@ -50,7 +50,7 @@ class PDEConfig(ExperimentConfig):
     ode_step_size: float = Field(1.0, gt=0, le=1, description="rk4 step in frame units")
     ode_tol: float = Field(1e-5, gt=0, description="dopri5 rtol = atol")
     adjoint: bool = False
-    # objective and optimisation (§3)
+    # objective and optimisation (docs/pde.md §3)
     lambda_ae: float = Field(1.0, ge=0)
     lambda_s: float = Field(45.0, ge=0)
     lambda_t: float = Field(1e-3, ge=0)
@@ -96,20 +96,20 @@ class PDEConfig(ExperimentConfig):
         if points and self.resolution != 64:
             raise ValueError("resolution: WaveEq-100 samples points of the 64 × 64 field; use resolution=64")
         if self.dataset == "wave" and self.resolution != 64 and self.encoder != "mlp":
-            raise ValueError("resolution: 32 × 32 WaveEq is for the MLP encoder/decoder (§8)")
+            raise ValueError("resolution: 32 × 32 WaveEq is for the MLP encoder/decoder (docs/pde.md §8)")
         if self.temporal_model == "odeint" and self.encoder == "encoderSST" and self.adjoint:
             raise ValueError("adjoint: not supported with SST's BatchNorm vector field")
         return self
 
 
-# §3: the original's DataLoader has 4 workers (Moving MNIST sequences are generated in them). The default and the
+# docs/pde.md §3: the original's DataLoader has 4 workers (Moving MNIST sequences are generated in them). The default and the
 # small CPU preset keep 0: on 2 cores, worker processes only compete with training.
 _LOADER = dict(num_workers=4)
 _wave_partial = dict(dataset="wave_partial", enc_hidden_size=2400, dec_hidden_size=150, dec_n_layers=3, epochs=250,
                      **_LOADER)
 
 PRESETS = {
-    # §6, WaveEq: 250 epochs over the 30,240 fixed-indexing windows (the original saw 9,600 per epoch).
+    # docs/pde.md §6, WaveEq: 250 epochs over the 30,240 fixed-indexing windows (the original saw 9,600 per epoch).
     "wave": dict(epochs=250, **_LOADER),
     "wave_partial": _wave_partial,
     "mnist": dict(
@@ -133,9 +133,9 @@ PRESETS = {
         code_size_s=196, code_size_t=64, mixing="concat", skipco=True, n_blocks=2, lambda_s=100.0, lambda_t=5e-6,
         epochs=30, **_LOADER,
     ),
-    # §8: 100 simulated sequences at 32 × 32, narrow MLPs, 2 CPU cores, < 15 minutes. Scored over the
-    # trained horizon (20 frames, §7.16); `--horizon 40` gives the paper's 40-frame protocol, where
-    # frames 21–40 lie beyond the training rollout (§8 measured 3.3e-3 there, 1/6 of copy-last).
+    # docs/pde.md §8: 100 simulated sequences at 32 × 32, narrow MLPs, 2 CPU cores, < 15 minutes. Scored over the
+    # trained horizon (20 frames, docs/pde.md §7.16); `--horizon 40` gives the paper's 40-frame protocol, where
+    # frames 21–40 lie beyond the training rollout (docs/pde.md §8 measured 3.3e-3 there, 1/6 of copy-last).
     "wave-cpu": dict(
         n_sequences=100, resolution=32, enc_hidden_size=256, dec_hidden_size=256, res_hidden_size=128,
         # 2,400 steps ≈ 15 epochs of the 80 training sequences' 10,080 windows, lr halved at epochs 10 and 13: at 800

@@ -1,13 +1,13 @@
-"""The training objective (spec §3), written for ``SeparableNetwork.forward``'s outputs.
+"""The training objective (docs/pde.md §3), written for ``SeparableNetwork.forward``'s outputs.
 
     L = λ_AE·L_AE + λ_S·L_S + λ_pred·L_pred + λ_T·L_T
 
 with X = x_0 … x_{L−1} (L = τ + K) and offset ∈ {τ, 0}:
-- L_AE   = mean (X[t′ − offset] − D(S_old, E_T(X[t′−τ : t′])))², one t′ per batch (§3.3, §7.9)
+- L_AE   = mean (X[t′ − offset] − D(S_old, E_T(X[t′−τ : t′])))², one t′ per batch (docs/pde.md §3.3, §7.9)
 - L_S    = mean (S_old − S_new)², S_old = E_S(X[0:τ]), S_new = E_S(X[L−τ:L]); with skip connections
-           both sides are the flattened [code, skip_1, …] and the mean runs over every element (§3.4)
+           both sides are the flattened [code, skip_1, …] and the mean runs over every element (docs/pde.md §3.4)
 - L_pred = mean (x̂ − X[a:])², a = 0 when offset = τ (the τ conditioning frames are reconstructed), τ when 0
-- L_T    = ½ mean_b ‖y_0‖² (½ · element mean for SST's feature maps) (§3.6, §7.10)
+- L_T    = ½ mean_b ‖y_0‖² (½ · element mean for SST's feature maps) (docs/pde.md §3.6, §7.10)
 """
 
 from __future__ import annotations

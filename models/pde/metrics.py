@@ -1,4 +1,4 @@
-"""Evaluation measures (spec §4, §7.14): per-frame MSE, PSNR and SSIM, baselines and the content swap.
+"""Evaluation measures (docs/pde.md §4, §7.14): per-frame MSE, PSNR and SSIM, baselines and the content swap.
 
 All per-frame functions take (B, T, C, *spatial) tensors and return (B, T).
 - MSE: mean over (C, H, W), or over the points for WaveEq-100.
@@ -39,7 +39,7 @@ def copy_last(cond: torch.Tensor, horizon: int) -> torch.Tensor:
 def mean_frame(cond: torch.Tensor, horizon: int) -> torch.Tensor:
     """Baseline: the temporal mean of the conditioning frames repeated.
 
-    Spec §5.1/§7.16 quote a "temporal-mean" baseline of ≈ 1.7e-2 MSE on WaveEq (copy-last ≈ 2.0e-2) without
+    docs/pde.md §5.1/§7.16 quote a "temporal-mean" baseline of ≈ 1.7e-2 MSE on WaveEq (copy-last ≈ 2.0e-2) without
     defining it, and no definition we tried reproduces it. Measured with our simulator (300 sequences,
     seed 42, test ids 240–299, 5 + 40 windows): copy-last 0.0200 (fixed window indexing) / 0.0201 (original
     indexing), matching the spec; mean of the 5 conditioning frames (this function) 0.0219 / 0.0220; mean of

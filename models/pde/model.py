@@ -1,18 +1,18 @@
-"""The variable-separation model (spec §1.1, §2), top to bottom.
+"""The variable-separation model (docs/pde.md §1.1, §2), top to bottom.
 
 A sequence is explained as u(p, t) = D(w(p), y(t)):
 
-    S   = E_S(x_{0:τ})                       content ("spatial") code, computed once and held fixed (§7.4)
+    S   = E_S(x_{0:τ})                       content ("spatial") code, computed once and held fixed (docs/pde.md §7.4)
     y_0 = E_T(x_{0:τ})                       initial dynamics code; E_S and E_T share no weights
     y_{k+1} = R(y_k)                         the temporal ODE dy/dt = f(y), one application per frame
     x̂_k = D(S, y_k) = Dec(concat[S, y_k])  or  Dec(S ⊙ y_k)  ("mul" mixing: the literal w(p)·y(t))
 
-With offset = τ (every dataset but SST) x̂_0 is aligned with the *first* conditioning frame x_0 (§0.2):
+With offset = τ (every dataset but SST) x̂_0 is aligned with the *first* conditioning frame x_0 (docs/pde.md §0.2):
 the model reconstructs the τ conditioning frames, then forecasts; evaluation drops the first τ outputs.
 
 Two temporal models:
 - ``EulerBlocks`` (default, the original's): R = Φ_{n_blocks} ∘ … ∘ Φ_1 with Φ_b(y) = y + g_b(y), i.e.
-  one explicit-Euler step of size 1 per block and frame (§0.1). For g(y) = Ay, y_k = (I + A)^k y_0.
+  one explicit-Euler step of size 1 per block and frame (docs/pde.md §0.1). For g(y) = Ay, y_k = (I + A)^k y_0.
 - ``ODEFlow`` (an extension none of the originals has): one learned vector field f integrated in
   continuous time with ``torchdiffeq.odeint`` (rk4 with a fixed step, or adaptive dopri5; optionally
   the adjoint method), one unit of time per frame, so for f(y) = Ay, y_k = exp(kA) y_0.
@@ -26,12 +26,13 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
+from dynagen.models.layers import init_orthogonal
 from dynagen.models.pde import networks as nets
 from dynagen.models.pde.data import frame_shape
 
 
 class EulerBlocks(nn.Module):
-    """R(y) = Φ_n ∘ … ∘ Φ_1 (y), Φ_b(y) = y + g_b(y): the original's discretised ODE (§1.2, §2)."""
+    """R(y) = Φ_n ∘ … ∘ Φ_1 (y), Φ_b(y) = y + g_b(y): the original's discretised ODE (docs/pde.md §1.2, §2)."""
 
     def __init__(self, fields: list[nn.Module]):
         super().__init__()
@@ -81,7 +82,7 @@ class TrainingOutputs(NamedTuple):
     forecast: Forecast  # rolled out from the conditioning frames with S_old
     s_old: object  # E_S(x_{0:τ})
     s_new: object  # E_S(x_{L-τ:L})
-    reconstruction: torch.Tensor  # D(S_old, E_T(x_{t'-τ:t'})), the auto-encoding of §3.3
+    reconstruction: torch.Tensor  # D(S_old, E_T(x_{t'-τ:t'})), the auto-encoding of docs/pde.md §3.3
 
 
 def split_content(s) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
@@ -100,7 +101,7 @@ class SeparableNetwork(nn.Module):
         return self.decoder(z, skips)
 
     def get_forecast(self, cond: torch.Tensor, n_forecast: int, init_t_code=None, init_s_code=None) -> Forecast:
-        """Frames 0 … n_forecast−1 from the τ conditioning frames only (§1.1); S is held fixed over time."""
+        """Frames 0 … n_forecast−1 from the τ conditioning frames only (docs/pde.md §1.1); S is held fixed over time."""
         s = self.Es(cond) if init_s_code is None else init_s_code
         y0 = self.Et(cond) if init_t_code is None else init_t_code
         t_codes = self.temporal.rollout(y0, n_forecast)
@@ -113,7 +114,7 @@ class SeparableNetwork(nn.Module):
         return out.forecasts[:, self.offset :]
 
     def forward(self, window: torch.Tensor, ae_time: int) -> TrainingOutputs:
-        """Everything the §3 losses need from one training window x_0 … x_{L−1} and the drawn t′."""
+        """Everything the docs/pde.md §3 losses need from one training window x_0 … x_{L−1} and the drawn t′."""
         tau, length = self.nt_cond, window.shape[1]
         cond = window[:, :tau]
         s_old = self.Es(cond)
@@ -140,7 +141,7 @@ def build_encoder(config, code: int, skip: bool) -> nn.Module:
 
 def build_decoder(config) -> nn.Module:
     shape = frame_shape(config)
-    # §1.5: sigmoid outputs for data in [0, 1]; TaxiBJ and the standardised SST are left unbounded.
+    # docs/pde.md §1.5: sigmoid outputs for data in [0, 1]; TaxiBJ and the standardised SST are left unbounded.
     last = nn.Sigmoid() if config.dataset in ("wave", "wave_partial", "mnist", "chairs") else nn.Identity()
     code = config.code_size_t if config.mixing == "mul" else config.code_size_s + config.code_size_t
     kind = config.decoder
@@ -164,7 +165,7 @@ def build_temporal(config) -> nn.Module:
 
 
 def build_model(config, initialise: bool = True) -> SeparableNetwork:
-    """The separable network for ``config`` (an ``experiment.PDEConfig``), initialised as in §1.2/§1.5."""
+    """The separable network for ``config`` (an ``experiment.PDEConfig``), initialised as in docs/pde.md §1.2/§1.5."""
     Es = nets.ConstantS(config.code_size_t) if config.no_s else build_encoder(config, config.code_size_s, config.skipco)
     Et = build_encoder(config, config.code_size_t, skip=False)
     model = SeparableNetwork(
@@ -173,5 +174,5 @@ def build_model(config, initialise: bool = True) -> SeparableNetwork:
     if initialise:
         for part in (model.Es, model.Et, model.decoder):
             nets.init_normal(part, config.gain_encoder)
-        nets.init_orthogonal(model.temporal, config.gain_resnet)
+        init_orthogonal(model.temporal, config.gain_resnet)
     return model

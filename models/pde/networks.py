@@ -1,6 +1,6 @@
-"""Encoder, decoder and residual networks of the separable model (spec §1.3–§1.5).
+"""Encoder, decoder and residual networks of the separable model (docs/pde.md §1.3–§1.5).
 
-Every network is the original's layer for layer, so parameter counts match spec §1.6 (checked in
+Every network is the original's layer for layer, so parameter counts match docs/pde.md §1.6 (checked in
 tests/test_pde_model.py). Notation: nf = hidden filters; a "block" is conv → BatchNorm2d → LeakyReLU(0.2).
 Encoders see the τ conditioning frames, stacked on channels (conv) or flattened (MLP); none has an
 output activation. With ``skip=True`` a conv encoder also returns its stage outputs, deepest first,
@@ -10,16 +10,13 @@ which the matching decoder concatenates as [h, skip_i] before each stage.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from typing import Sequence
 
 import torch
 from torch import nn
 
-
-def conv_block(conv: nn.Module, channels: int, bn: bool = True) -> nn.Sequential:
-    """conv → BN → LeakyReLU(0.2) (``make_conv_block``); without BN for the DCGAN encoder's first layer."""
-    layers = [conv] + ([nn.BatchNorm2d(channels)] if bn else []) + [nn.LeakyReLU(0.2, inplace=True)]
-    return nn.Sequential(*layers)
+from dynagen.models.layers import MLP, conv_block
 
 
 def block3x3(c_in: int, c_out: int, transposed: bool = False) -> nn.Sequential:
@@ -27,28 +24,18 @@ def block3x3(c_in: int, c_out: int, transposed: bool = False) -> nn.Sequential:
     return conv_block(conv, c_out)
 
 
-class MLP(nn.Module):
-    """§1.3: Linear(ninp→nhid), then (ReLU → Linear) × (nlayers − 1), the last to nout; no output activation."""
-
-    def __init__(self, n_in: int, n_hidden: int, n_out: int, n_layers: int):
-        super().__init__()
-        sizes = [n_in] + [n_hidden] * (n_layers - 1) + [n_out]
-        layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers += ([nn.ReLU(inplace=True)] if i > 0 else []) + [nn.Linear(a, b)]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+def nested_mlp(n_in: int, n_hidden: int, n_out: int, n_layers: int) -> nn.Sequential:
+    """docs/pde.md §1.3's MLP held under ``net`` as in the original, so its parameters stay ``<owner>.net.<i>.*``."""
+    return nn.Sequential(OrderedDict(net=MLP(n_in, n_hidden, n_out, n_layers)))
 
 
-# ----------------------------------------------------------------------------------------- encoders (§1.4)
+# ----------------------------------------------------------------------------------------- encoders (docs/pde.md §1.4)
 
 
 class MLPEncoder(nn.Module):
     def __init__(self, n_cond: int, shape: Sequence[int], n_hidden: int, code: int, n_layers: int):
         super().__init__()
-        self.mlp = MLP(n_cond * math.prod(shape), n_hidden, code, n_layers)
+        self.mlp = nested_mlp(n_cond * math.prod(shape), n_hidden, code, n_layers)
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         return self.mlp(cond.flatten(1))
@@ -128,7 +115,7 @@ class ResNet18Encoder(nn.Module):
     """DrNet's ResNet18 (Chairs), 64²: spatial sizes 33 → 17 → 17 → 9 → 5 → 3 → 1; returns no skips.
 
     The original also defines a ``bn_out`` it never calls; it is left out here, so the parameter count
-    is 2·code below the original's (spec §1.6 total 27,190,507 for Chairs includes 2·(128 + 10) = 276).
+    is 2·code below the original's (docs/pde.md §1.6 total 27,190,507 for Chairs includes 2·(128 + 10) = 276).
     """
 
     def __init__(self, c_in: int, code: int):
@@ -181,14 +168,14 @@ class ConstantS(nn.Module):
         return cond.new_ones(cond.shape[0], self.code)
 
 
-# ----------------------------------------------------------------------------------------- decoders (§1.5)
+# ----------------------------------------------------------------------------------------- decoders (docs/pde.md §1.5)
 
 
 class MLPDecoder(nn.Module):
     def __init__(self, code: int, shape: Sequence[int], n_hidden: int, n_layers: int, last_activation: nn.Module):
         super().__init__()
         self.shape = tuple(shape)
-        self.mlp = MLP(code, n_hidden, math.prod(shape), n_layers)
+        self.mlp = nested_mlp(code, n_hidden, math.prod(shape), n_layers)
         self.last_activation = last_activation
 
     def forward(self, z: torch.Tensor, skips=None) -> torch.Tensor:
@@ -281,7 +268,7 @@ class DecoderSST(nn.Module):
         return h
 
 
-# ------------------------------------------------------------------------------ residual vector fields (§1.2)
+# ------------------------------------------------------------------------------ residual vector fields (docs/pde.md §1.2)
 
 
 class MLPField(nn.Module):
@@ -289,9 +276,7 @@ class MLPField(nn.Module):
 
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim)
-        )
+        self.net = MLP(dim, hidden, dim, 3)
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.net(y)
@@ -310,7 +295,7 @@ class ConvField(nn.Module):
         return self.net(y)
 
 
-# ------------------------------------------------------------------------------------- initialisation (§1.5)
+# ------------------------------------------------------------------------------------- initialisation (docs/pde.md §1.5)
 
 
 def init_normal(module: nn.Module, gain: float = 0.02) -> None:
@@ -318,18 +303,6 @@ def init_normal(module: nn.Module, gain: float = 0.02) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, gain)
-            nn.init.zeros_(m.bias)
-
-
-def init_orthogonal(module: nn.Module, gain: float) -> None:
-    """The temporal model: orthogonal weights with ``gain``; BN weights ~ N(1, gain) (the original's quirk)."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            nn.init.orthogonal_(m.weight, gain)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):

@@ -1,4 +1,4 @@
-"""The PDE model's reference figures (spec pde §7.16; the original's README publishes no result table).
+"""The PDE model's reference figures (docs/pde.md §7.16; the original's README publishes no result table).
 
 On WaveEq (300 simulated sequences, data_seed 42, 64 x 64, test ids 240-299, 5 conditioning frames): copy-last
 scores ~2.0e-2 MSE over 40 predicted frames, a "temporal-mean" baseline ~1.7e-2 (undefined in the spec, see

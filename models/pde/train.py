@@ -1,4 +1,4 @@
-"""The training loop (spec §3): Adam, one t′ per batch, MultiStepLR stepped per epoch, no clipping.
+"""The training loop (docs/pde.md §3): Adam, one t′ per batch, MultiStepLR stepped per epoch, no clipping.
 
 Runs unchanged in-process (``LocalContext``) and in Ray Train workers (DDP through ``ctx``). Every rank
 reports on the same steps; rank 0 writes the prediction images. Loss terms are summed on the device and read
@@ -32,7 +32,7 @@ def loss_weights(config: PDEConfig) -> dict[str, float]:
         "ae": config.lambda_ae,
         "s": config.lambda_s,
         "pred": config.lambda_pred,
-        "t": 0.0 if config.no_s else config.lambda_t,  # §1.5: the no-S ablation drops L_T
+        "t": 0.0 if config.no_s else config.lambda_t,  # docs/pde.md §1.5: the no-S ablation drops L_T
     }
 
 
@@ -78,7 +78,7 @@ def train(config: PDEConfig, ctx) -> dict[str, float]:
     model = ctx.prepare_model(model)
     spread = [round(i * (len(dataset) - 1) / 3) for i in range(4)]  # four windows from different sequences
     image_batch = next(iter(DataLoader(Subset(dataset, spread), batch_size=4))) if ctx.is_main else None  # epoch 0
-    # §3: shuffled, drop_last False; on-the-fly Moving MNIST draws new sequences every epoch.
+    # docs/pde.md §3: shuffled, drop_last False; on-the-fly Moving MNIST draws new sequences every epoch.
     loader = training_data.train_loader(dataset, ctx, ctx.local_batch_size(config.batch_size), config.seed,
                                         drop_last=False, num_workers=config.num_workers)
     weights = loss_weights(config)

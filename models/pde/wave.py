@@ -1,4 +1,4 @@
-"""The WaveEq simulator (spec §5.1), vectorised over sequences.
+"""The WaveEq simulator (docs/pde.md §5.1), vectorised over sequences.
 
     w_tt = c² Δ_h w + s(t) 1_D(p),   s(t) = f0 exp(-20 t),   w = w_t = 0 at t = 0,
 
@@ -16,7 +16,7 @@ drawn from ``numpy.random.RandomState(seed)`` in that order, so seed 42 reproduc
 
 Preprocessing as in the loader: per-sequence min-max over all 300 frames to [0, 1] (which makes the
 data independent of f0, since w is linear in f0), temporal downsampling by 2 (150 frames, Δt = 0.002)
-and, for the small CPU version (§8), 2 × 2 average pooling to 32 × 32. WaveEq-100 (§5.1) keeps 100
+and, for the small CPU version (docs/pde.md §8), 2 × 2 average pooling to 32 × 32. WaveEq-100 (§5.1) keeps 100
 fixed pixels of the 64 × 64 field, drawn with ``RandomState(42)``.
 
 Run ``python -m dynagen.models.pde.wave OUT_DIR`` to write sequences in the original file format
@@ -153,7 +153,7 @@ def write_original_format(out_dir: str | Path, n_sequences: int = 300, seed: int
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="Simulate WaveEq sequences (spec §5.1) in the original file format.")
+    parser = argparse.ArgumentParser(description="Simulate WaveEq sequences (docs/pde.md §5.1) in the original file format.")
     parser.add_argument("out_dir")
     parser.add_argument("--sequences", type=int, default=300)
     parser.add_argument("--seed", type=int, default=42)

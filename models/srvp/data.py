@@ -1,14 +1,14 @@
-"""Video data for SRVP: Moving MNIST (spec §5) and loaders for preprocessed KTH, BAIR, Human3.6M.
+"""Video data for SRVP: Moving MNIST (docs/srvp.md §5) and loaders for preprocessed KTH, BAIR, Human3.6M.
 
 Every video is a uint8 array (T, H, W) or (T, H, W, C); :func:`collate` stacks a list of them into a float
 tensor (T, B, C, H, W) in [0, 1] (time-major, as the model expects).
 
-The Moving MNIST generator (stochastic and deterministic §5 variants, the fixed test-set builder) and its digit
+The Moving MNIST generator (stochastic and deterministic docs/srvp.md §5 variants, the fixed test-set builder) and its digit
 sources (MNIST IDX files or ``mnist.npz`` under ``data_dir``; else scikit-learn's 8x8 digits upscaled, a stand-in,
-NOT MNIST) live in :mod:`dynagen.models.moving_mnist`, shared with the PDE model. This module adds SRVP's §3
+NOT MNIST) live in :mod:`dynagen.models.moving_mnist`, shared with the PDE model. This module adds docs/srvp.md §3
 train/validation fold and the real-data loaders. Nothing is ever downloaded.
 
-Training items are random clips drawn anew every epoch (§3): item ``i`` of epoch ``e`` comes from
+Training items are random clips drawn anew every epoch (docs/srvp.md §3): item ``i`` of epoch ``e`` comes from
 ``RandomState((seed, e, i))`` (:class:`dynagen.models.training_data.EpochDataset`), the epoch being set by the
 training loop; test clips are fixed.
 """
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from dynagen.models import moving_mnist
-from dynagen.models.moving_mnist import VIRTUAL_LENGTH  # §3, also the on-the-fly Moving MNIST length
+from dynagen.models.moving_mnist import VIRTUAL_LENGTH  # docs/srvp.md §3, also the on-the-fly Moving MNIST length
 from dynagen.models.training_data import EpochDataset
 
 
@@ -32,7 +32,7 @@ from dynagen.models.training_data import EpochDataset
 
 
 def train_val_split(n: int, fold: str) -> np.ndarray:
-    """§3 ``get_fold``: RandomState(42) shuffle of the training items, first 95% train, last 5% validation."""
+    """docs/srvp.md §3 ``get_fold``: RandomState(42) shuffle of the training items, first 95% train, last 5% validation."""
     ids = list(range(n))
     np.random.RandomState(42).shuffle(ids)
     n_train = int(0.95 * n)
@@ -167,7 +167,7 @@ def collate(videos: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def make_dataset(config, split: str, seq_len: int) -> tuple[torch.utils.data.Dataset, str]:
-    """``split``: 'train' / 'val' (the §3 95/5 fold of the training items) or 'test'; returns (dataset, description)."""
+    """``split``: 'train' / 'val' (the docs/srvp.md §3 95/5 fold of the training items) or 'test'; returns (dataset, description)."""
     if config.dataset in ("smmnist", "mmnist"):
         digits, _, source = moving_mnist.digits_for(config.data_dir, split != "test", config.digit_size)
         if split != "test":

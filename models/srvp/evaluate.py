@@ -1,4 +1,4 @@
-"""SRVP test protocol (spec §4): best-of-N PSNR / SSIM on held-out videos, beside trivial baselines.
+"""SRVP test protocol (docs/srvp.md §4): best-of-N PSNR / SSIM on held-out videos, beside trivial baselines.
 
 For each test clip (nt_gen frames: nt_cond conditioning + predicted), the model draws N samples in eval mode;
 per metric, each clip keeps its best sample (max PSNR / SSIM, min LPIPS) over the predicted frames. Baselines
@@ -27,14 +27,14 @@ from dynagen.models.srvp.model import SRVP
 from dynagen.models.srvp.data import make_dataset
 
 log = logging.getLogger(__name__)
-TEST_SEED, TEST_BATCH_SIZE = 1, 16  # §4
+TEST_SEED, TEST_BATCH_SIZE = 1, 16  # docs/srvp.md §4
 N_RANDOM_SHOWN = 3
 
 
 def test_videos(config, out_dir: Path, n_test: int | None) -> tuple[torch.utils.data.Dataset | np.ndarray, str]:
     """The fixed test clips as a sequence of uint8 videos (T, H, W[, C]) of nt_gen frames, and a description.
 
-    Moving MNIST: ``data_dir/<s>mmnist_test_<n>digits_<nx>.npz`` when present, else built with the §5 builder
+    Moving MNIST: ``data_dir/<s>mmnist_test_<n>digits_<nx>.npz`` when present, else built with the docs/srvp.md §5 builder
     from the test digits (MNIST t10k files, or the scikit-learn stand-in) and saved to ``out_dir``.
     """
     if config.dataset in ("smmnist", "mmnist"):
@@ -95,7 +95,7 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
              batch_size: int | None = None, device: str | None = None, n_euler_steps_test: int | None = None,
              lpips: str | None = None, fvd: str | None = None) -> dict[str, float]:
     """Best-of-``samples`` metrics of the checkpoint ``state`` on ``n_test`` test clips (all by default), in
-    batches of ``batch_size`` clips (default 16, §4).
+    batches of ``batch_size`` clips (default 16, docs/srvp.md §4).
 
     ``lpips`` / ``fvd``: TorchScript files of the LPIPS (AlexNet-lin) and I3D networks (models/srvp/README.md);
     those metrics are only computed when given. ``device``: the first GPU when there is one, else the CPU; the
@@ -145,7 +145,7 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
             lpips_best.append(M.best_of_n(lp, higher_is_better=False)[0].cpu())
         if fvd_net is not None:  # embedded batch by batch: only (n_test, D) embeddings are kept
             fvd_embeddings[0].append(M.video_embeddings(fvd_net, x))
-            fvd_embeddings[1].append(M.video_embeddings(fvd_net, torch.cat([cond, preds[0]])))  # §4: cond + random_1
+            fvd_embeddings[1].append(M.video_embeddings(fvd_net, torch.cat([cond, preds[0]])))  # docs/srvp.md §4: cond + random_1
         if shown is None:
             order, clips = psnr.mean(1).argsort(0), torch.arange(x.shape[1], device=device)  # order: (N, B) ascending
             shown = (x.cpu(), preds[order[-1], :, clips].transpose(0, 1).cpu(),

@@ -1,7 +1,7 @@
-"""The ``srvp`` experiment: config, presets (spec §6, §8), train and evaluate entry points.
+"""The ``srvp`` experiment: config, presets (docs/srvp.md §6, §8), train and evaluate entry points.
 
 Imports only pydantic at module level; the training and evaluation code lives in ``train.py`` / ``evaluate.py``.
-Defaults are the Stochastic Moving MNIST values of spec §6.
+Defaults are the Stochastic Moving MNIST values of docs/srvp.md §6.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ Dataset = Literal["smmnist", "mmnist", "kth", "human", "bair"]  # mmnist = deter
 
 
 class SRVPConfig(ExperimentConfig):
-    # --- data (§5, §6)
+    # --- data (docs/srvp.md §5, §6)
     dataset: Dataset = "smmnist"
     data_dir: Optional[str] = Field(None, description="MNIST IDX files or mnist.npz / preprocessed dataset; None = sklearn digits (Moving MNIST only)")
     nx: Literal[32, 64] = 64
@@ -25,7 +25,7 @@ class SRVPConfig(ExperimentConfig):
     digit_size: int = Field(28, ge=4, le=64)
     subsampling: int = Field(8, ge=1, description="Human3.6M: keep one frame in this many")
     num_workers: int = Field(0, ge=0)
-    # --- architecture (§1)
+    # --- architecture (docs/srvp.md §1)
     architecture: Literal["dcgan", "vgg"] = "dcgan"
     skipco: bool = False
     nf: int = Field(64, ge=1)
@@ -40,7 +40,7 @@ class SRVPConfig(ExperimentConfig):
     nt_inf: int = Field(5, ge=1)
     n_euler_steps: int = Field(1, ge=1, description="K Euler sub-steps per frame in training")
     ablation: Literal["residual", "gru", "mlp", "no_z"] = "residual"
-    # --- objective and optimisation (§3)
+    # --- objective and optimisation (docs/srvp.md §3)
     obs_scale: float = Field(1.0, gt=0)
     beta_y: float = Field(1.0, ge=0)
     beta_z: float = Field(2.0, ge=0)
@@ -53,7 +53,7 @@ class SRVPConfig(ExperimentConfig):
     seq_len: int = Field(15, ge=2)
     amp: bool = Field(False, description="mixed precision, used only on CUDA")
     log_every: int = Field(100, ge=1)
-    # --- validation during training (rank 0) and test (§3, §4)
+    # --- validation during training (rank 0) and test (docs/srvp.md §3, §4)
     nt_cond: int = Field(5, ge=1)
     seq_len_test: int = Field(15, ge=2, description="validation clip length")
     val_interval: int = Field(20_000, ge=1)
@@ -93,12 +93,12 @@ class SRVPConfig(ExperimentConfig):
 
 
 _VGG = dict(architecture="vgg", skipco=True, ny=50, nz=50, n_euler_steps=2, beta_z=1.0)
-# §6: 4 data-loader workers for every dataset. Drawing one 128-clip Moving MNIST batch takes ~0.2 s on one core
+# docs/srvp.md §6: 4 data-loader workers for every dataset. Drawing one 128-clip Moving MNIST batch takes ~0.2 s on one core
 # (measured on the 2-core test machine), several GPU steps: in the training process alone it would starve the GPU.
 _LOADER = dict(num_workers=4)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # §6, one column each. Global batch sizes; iterations = burnin + decay.
+    # docs/srvp.md §6, one column each. Global batch sizes; iterations = burnin + decay.
     "smmnist": dict(dataset="smmnist", **_LOADER, steps=1_100_000, lr_scheduling_burnin=1_000_000, lr_scheduling_n_iter=100_000),
     "mmnist-deterministic": dict(dataset="mmnist", **_LOADER, steps=900_000, lr_scheduling_burnin=800_000,
                                  lr_scheduling_n_iter=100_000, nt_gen=100, n_samples=1),
@@ -111,8 +111,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "bair": dict(dataset="bair", **_VGG, **_LOADER, res_gain=1.41, nt_inf=2, nt_cond=2, obs_scale=0.71, batch_size=192,
                  steps=1_500_000, lr_scheduling_burnin=1_000_000, lr_scheduling_n_iter=500_000, seq_len=12,
                  seq_len_test=12, nt_gen=30),
-    # §8: one 14x14 digit on a 32x32 canvas, a 3-block DCGAN, a few thousand iterations on 2 CPU cores.
-    # obs_scale 0.2 (the KTH / Human3.6M value) instead of §8's 1.0: measured with sigma_x = 1, 3,000 iterations
+    # docs/srvp.md §8: one 14x14 digit on a 32x32 canvas, a 3-block DCGAN, a few thousand iterations on 2 CPU cores.
+    # obs_scale 0.2 (the KTH / Human3.6M value) instead of docs/srvp.md §8's 1.0: measured with sigma_x = 1, 3,000 iterations
     # collapse the posterior (KL_y, KL_z ~ 0.01 nat; w alone draws the digit) and best-of-20 PSNR stays at the
     # all-black level (15.76 vs 15.64 dB); with 0.2 the latents are used within 500 iterations.
     "smmnist-cpu": dict(dataset="smmnist", nx=32, digit_size=14, max_speed=2, ndigits=1, nf=16, nhx=64, ny=10, nz=10,
@@ -123,7 +123,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 class SRVPEvaluateOptions(EvaluateOptions):
-    """Options of ``dynagen evaluate srvp`` (the §4 test protocol; ``evaluate.py`` documents them, None = its default)."""
+    """Options of ``dynagen evaluate srvp`` (the docs/srvp.md §4 test protocol; ``evaluate.py`` documents them, None = its default)."""
 
     n_test: Optional[int] = Field(None, ge=1, description="test clips (all by default)")
     batch_size: Optional[int] = Field(None, ge=1, description="clips per evaluation batch (16)")

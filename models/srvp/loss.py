@@ -1,4 +1,4 @@
-"""SRVP training objective (spec §3) and learning-rate schedule.
+"""SRVP training objective (docs/srvp.md §3) and learning-rate schedule.
 
     loss = ( nll + beta_y kl_y + beta_z kl_z + l2_res l2 ) / B
 
@@ -16,11 +16,11 @@ from torch.distributions import Normal, kl_divergence
 from dynagen.models.srvp.model import SRVPOutput, gaussian_parameters
 
 # Distributions are built with validate_args=False: checking their arguments is a host-device sync per
-# distribution and step on a GPU (the scales are softplus + 1e-8 > 0 by construction, §1.5).
+# distribution and step on a GPU (the scales are softplus + 1e-8 > 0 by construction, docs/srvp.md §1.5).
 
 
 def gaussian_nll(x: torch.Tensor, x_hat: torch.Tensor, obs_scale: float) -> torch.Tensor:
-    """Sum of per-pixel -log N(x; x^, obs_scale^2) = 0.5((x - x^)/s)^2 + log s + 0.5 log 2 pi (§3, §7.11)."""
+    """Sum of per-pixel -log N(x; x^, obs_scale^2) = 0.5((x - x^)/s)^2 + log s + 0.5 log 2 pi (docs/srvp.md §3, §7.11)."""
     return -Normal(x_hat, obs_scale, validate_args=False).log_prob(x).sum()
 
 
@@ -35,14 +35,14 @@ def kl_diagonal(q_params: torch.Tensor, p_params: torch.Tensor | None = None) ->
 
 
 def residual_l2(res: torch.Tensor) -> torch.Tensor:
-    """Sum over all (T-1)K sub-steps (and the batch) of ||dt f||_2, the Euclidean norm, NOT squared (§7.12)."""
+    """Sum over all (T-1)K sub-steps (and the batch) of ||dt f||_2, the Euclidean norm, NOT squared (docs/srvp.md §7.12)."""
     return res.norm(dim=-1).sum()
 
 
 def srvp_loss(
     x: torch.Tensor, out: SRVPOutput, obs_scale: float = 1.0, beta_y: float = 1.0, beta_z: float = 1.0, l2_res: float = 1.0
 ) -> dict[str, torch.Tensor]:
-    """§3 loss for a batch x (T, B, C, H, W) and the model's output on it; every frame is reconstructed.
+    """docs/srvp.md §3 loss for a batch x (T, B, C, H, W) and the model's output on it; every frame is reconstructed.
 
     Returns the total ``loss`` and its terms, each already divided by the batch size. Computed in float32
     (the model may run under autocast).
@@ -60,15 +60,15 @@ def srvp_loss(
 
 
 def make_optimizer(parameters, lr: float, n_decay: int) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.LambdaLR]:
-    """§3: Adam (default betas, eps 1e-8, no weight decay) and LambdaLR with factor max(0, (N - i) / N)."""
+    """docs/srvp.md §3: Adam (default betas, eps 1e-8, no weight decay) and LambdaLR with factor max(0, (N - i) / N)."""
     optimizer = torch.optim.Adam(parameters, lr=lr)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: max(0.0, (n_decay - i) / n_decay))
 
 
 def optimizer_step(optimizer, scheduler, iteration: int, burnin: int, scaler: torch.amp.GradScaler | None = None) -> None:
-    """Apply the gradients of 1-based ``iteration``, then step the schedule from iteration ``burnin`` on (§3).
+    """Apply the gradients of 1-based ``iteration``, then step the schedule from iteration ``burnin`` on (docs/srvp.md §3).
 
-    The rate is therefore constant for iterations 1..burnin and reaches 0 at burnin + N (§7.13).
+    The rate is therefore constant for iterations 1..burnin and reaches 0 at burnin + N (docs/srvp.md §7.13).
     """
     if scaler is not None:
         scaler.step(optimizer)

@@ -1,4 +1,4 @@
-"""Evaluation metrics (spec §4): per-frame PSNR and SSIM, best-of-N selection, optional LPIPS / FVD hooks.
+"""Evaluation metrics (docs/srvp.md §4): per-frame PSNR and SSIM, best-of-N selection, optional LPIPS / FVD hooks.
 
 Videos are (T, B, C, H, W) in [0, 1]. Per-frame metrics return (T, B): averaged over channels, one value per
 frame and sequence. Sequence scores average them over the predicted frames.
@@ -23,7 +23,7 @@ from dynagen.platform.configs import UsageError
 
 def frame_psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """10 log10(1 / MSE) per frame and channel (MSE over H x W), averaged over channels: (T, B). Identical
-    frames give +inf (e.g. copy-last on a static digit, §7.17)."""
+    frames give +inf (e.g. copy-last on a static digit, docs/srvp.md §7.17)."""
     t, b, c = pred.shape[:3]
     psnr = peak_signal_noise_ratio(pred.reshape(-1, *pred.shape[-2:]), target.reshape(-1, *target.shape[-2:]),
                                    data_range=1.0, reduction="none", dim=(-2, -1))
@@ -36,7 +36,7 @@ def frame_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def best_of_n(scores: torch.Tensor, higher_is_better: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """§4 best-sample selection for one metric. ``scores``: (N samples, T frames, B sequences).
+    """docs/srvp.md §4 best-sample selection for one metric. ``scores``: (N samples, T frames, B sequences).
 
     Each sequence keeps the sample whose mean over frames is best. Returns (best sequence score (B,),
     that sample's per-frame curve (T, B), best sample index (B,)).
@@ -48,13 +48,13 @@ def best_of_n(scores: torch.Tensor, higher_is_better: bool = True) -> tuple[torc
 
 
 def mean_and_interval(values: np.ndarray) -> tuple[float, float]:
-    """§4: mean over the test set and the 1.96 std / sqrt(N) half-width (numpy std, ddof = 0)."""
+    """docs/srvp.md §4: mean over the test set and the 1.96 std / sqrt(N) half-width (numpy std, ddof = 0)."""
     values = np.asarray(values, dtype=np.float64)
     return float(values.mean()), float(1.96 * values.std() / np.sqrt(len(values)))
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Optional perceptual metrics (§4): they need network weights, which are never downloaded. The user passes
+# Optional perceptual metrics (docs/srvp.md §4): they need network weights, which are never downloaded. The user passes
 # TorchScript files; models/srvp/README.md says how to make them and the call contract below.
 
 
@@ -73,7 +73,7 @@ def load_scripted(path: str | Path, option: str, device: str | torch.device = "c
 
 
 def frame_lpips(network: torch.nn.Module, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """§4 LPIPS per frame (T, B). The network gets two (T*B, 3, H, W) batches in [-1, 1] (grey repeated to RGB),
+    """docs/srvp.md §4 LPIPS per frame (T, B). The network gets two (T*B, 3, H, W) batches in [-1, 1] (grey repeated to RGB),
     on the device of ``pred``, and returns one distance per pair: (T*B,) or lpips' (T*B, 1, 1, 1)."""
     t, b = pred.shape[:2]
     to_rgb = lambda v: v.flatten(0, 1).expand(-1, 3, -1, -1) * 2 - 1  # noqa: E731  (expand is a no-op on RGB)
@@ -133,14 +133,14 @@ def gaussian_frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndar
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance between Gaussian fits of two embedding sets (N, D) (FVD's final step, §4)."""
+    """Fréchet distance between Gaussian fits of two embedding sets (N, D) (FVD's final step, docs/srvp.md §4)."""
     features_a, features_b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
     cov = lambda f: np.atleast_2d(np.cov(f, rowvar=False))  # noqa: E731  (D = 1 gives a 0-d array)
     return gaussian_frechet_distance(features_a.mean(0), cov(features_a), features_b.mean(0), cov(features_b))
 
 
 def video_embeddings(network: torch.nn.Module, videos: torch.Tensor, chunk: int = 16) -> np.ndarray:
-    """§4 FVD embeddings (B, D) of videos (T, B, C, H, W) in [0, 1], on their device.
+    """docs/srvp.md §4 FVD embeddings (B, D) of videos (T, B, C, H, W) in [0, 1], on their device.
 
     Chunks of 16 videos become RGB, bilinear 224x224, [-1, 1], laid out (16, T, 224, 224, 3) as TF-Hub's I3D
     takes them; the last chunk is padded with the first videos and the padding dropped. Resizing one chunk at a

@@ -1,14 +1,14 @@
-"""Stochastic Latent Residual Video Prediction (Franceschi et al., ICML 2020), as the spec describes the code.
+"""Stochastic Latent Residual Video Prediction (Franceschi et al., ICML 2020), as docs/srvp.md describes the code.
 
-Tensors are time-major: videos (T, B, C, H, W) in [0, 1], latents (T, B, d). Time starts at 0 (spec notation).
+Tensors are time-major: videos (T, B, C, H, W) in [0, 1], latents (T, B, d). Time starts at 0 (docs/srvp.md notation).
 
-    h_t  = E(x_t)                                           frame encoder, every frame independently (§2.1)
-    w    = tanh(W2 sum_{i in S} ReLU(W1 h_i + b1) + b2)     content, permutation-invariant over S (§2.2)
-    y_0  ~ q(y_0 | h_0..h_{nt_inf-1}) = N(q_y(concat h))     initial state, time-ordered concat (§2.3)
-    z_t  ~ q(z_t | x_{0:t}) = N(q_z(LSTM(h)_t))   t >= 1   causal posterior filter (§2.4)
-    z_t  ~ p(z_t | y_{t-1}) = N(p_z(y_{t-1}))               learned prior, used past the observations (§2.5)
-    y    <- y + dt f([y, z_t])   K = 1/dt sub-steps / frame  residual dynamics, one z_t per frame interval (§2.5)
-    x^_t = sigmoid(D([w, y_t], skips))                      decoder, same w and skips at every t (§2.6)
+    h_t  = E(x_t)                                           frame encoder, every frame independently (docs/srvp.md §2.1)
+    w    = tanh(W2 sum_{i in S} ReLU(W1 h_i + b1) + b2)     content, permutation-invariant over S (docs/srvp.md §2.2)
+    y_0  ~ q(y_0 | h_0..h_{nt_inf-1}) = N(q_y(concat h))     initial state, time-ordered concat (docs/srvp.md §2.3)
+    z_t  ~ q(z_t | x_{0:t}) = N(q_z(LSTM(h)_t))   t >= 1   causal posterior filter (docs/srvp.md §2.4)
+    z_t  ~ p(z_t | y_{t-1}) = N(p_z(y_{t-1}))               learned prior, used past the observations (docs/srvp.md §2.5)
+    y    <- y + dt f([y, z_t])   K = 1/dt sub-steps / frame  residual dynamics, one z_t per frame interval (docs/srvp.md §2.5)
+    x^_t = sigmoid(D([w, y_t], skips))                      decoder, same w and skips at every t (docs/srvp.md §2.6)
 
 Ablations the paper reports (``ablation``): ``gru`` (y_t = GRUCell(z_t, y_{t-1})), ``mlp`` (non-residual
 y_t = f([y_{t-1}, z_t])), both one update per frame; ``no_z`` (deterministic residual dynamics y <- y + dt f(y)).
@@ -22,14 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dynagen.models.srvp.networks import DECODERS, ENCODERS, MLP, init_conv_weights, init_orthogonal
+from dynagen.models.layers import MLP, init_orthogonal
+from dynagen.models.srvp.networks import DECODERS, ENCODERS, init_conv_weights
 
 Ablation = Literal["residual", "gru", "mlp", "no_z"]
 STD_EPS = 1e-8
 
 
 def gaussian_parameters(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """§1.5: split (mean, raw) on the last axis; std = softplus(raw) + 1e-8, the mean is the raw linear output."""
+    """docs/srvp.md §1.5: split (mean, raw) on the last axis; std = softplus(raw) + 1e-8, the mean is the raw linear output."""
     mean, raw = params.chunk(2, dim=-1)
     return mean, F.softplus(raw) + STD_EPS
 
@@ -42,7 +43,7 @@ def rsample(params: torch.Tensor, generator: torch.Generator | None = None) -> t
 
 
 class SRVPOutput(NamedTuple):
-    """What :meth:`SRVP.forward` returns (§2, "outputs, in order")."""
+    """What :meth:`SRVP.forward` returns (docs/srvp.md §2, "outputs, in order")."""
 
     x: torch.Tensor  # (nt, B, C, H, W) decoded frames, or ((nt-1)K+1, ...) with intermediate states
     y: torch.Tensor  # (nt, B, ny) states, or ((nt-1)K+1, B, ny)
@@ -75,28 +76,28 @@ class SRVP(nn.Module):
     ):
         super().__init__()
         self.ny, self.nz, self.nt_inf, self.ablation = ny, (0 if ablation == "no_z" else nz), nt_inf, ablation
-        # §1.2-1.3 frame encoder and decoder; the decoder reads [w, y].
+        # docs/srvp.md §1.2-1.3 frame encoder and decoder; the decoder reads [w, y].
         self.encoder = ENCODERS[archi](nc, nf, nhx, nx)
         self.decoder = DECODERS[archi](nh_inf + ny, nc, nf, nx, skipco)
-        # §1.4 content variable w (DeepSets), initial state y_0.
+        # docs/srvp.md §1.4 content variable w (DeepSets), initial state y_0.
         self.w_proj = nn.Sequential(nn.Linear(nhx, nh_inf), nn.ReLU(inplace=True))
         self.w_inf = nn.Sequential(nn.Linear(nh_inf, nh_inf), nn.Tanh())
         self.q_y = MLP(nhx * nt_inf, nh_inf, 2 * ny, nlayers_inf)
-        # §1.4 posterior filter and prior for z (absent in the deterministic ablation).
+        # docs/srvp.md §1.4 posterior filter and prior for z (absent in the deterministic ablation).
         if self.nz > 0:
             self.inf_z = nn.LSTM(nhx, nh_inf, num_layers=1)
             self.q_z = nn.Linear(nh_inf, 2 * self.nz)
             self.p_z = MLP(ny, nh_res, 2 * self.nz, nlayers_res)
-        # §1.4 transition: the residual function f, or an ablation's non-residual map.
+        # docs/srvp.md §1.4 transition: the residual function f, or an ablation's non-residual map.
         if ablation == "gru":
             self.dynamics = nn.GRUCell(self.nz, ny)
         else:
             self.dynamics = MLP(ny + self.nz, nh_res, ny, nlayers_res)
-        # §1.6 initialisation: N(0, 0.02) convs, N(1, 0.02) BN; orthogonal dynamics; PyTorch defaults elsewhere.
+        # docs/srvp.md §1.6 initialisation: N(0, 0.02) convs, N(1, 0.02) BN; orthogonal dynamics; PyTorch defaults elsewhere.
         self.encoder.apply(init_conv_weights)
         self.decoder.apply(init_conv_weights)
         if ablation != "gru":
-            self.dynamics.apply(lambda m: init_orthogonal(m, res_gain))
+            init_orthogonal(self.dynamics, res_gain)
 
     @classmethod
     def from_config(cls, config) -> "SRVP":
@@ -106,9 +107,9 @@ class SRVP(nn.Module):
                    nh_res=config.nh_res, nlayers_res=config.nlayers_res, archi=config.architecture,
                    res_gain=config.res_gain, ablation=config.ablation)
 
-    # ---------------------------------------------------------------- inference networks (§2.1-2.4)
+    # ---------------------------------------------------------------- inference networks (docs/srvp.md §2.1-2.4)
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """§2.1: every frame encoded independently; BatchNorm statistics span all frames of all sequences."""
+        """docs/srvp.md §2.1: every frame encoded independently; BatchNorm statistics span all frames of all sequences."""
         t, b = x.shape[:2]
         h, skips = self.encoder(x.flatten(0, 1))
         return h.view(t, b, -1), [s.view(t, b, *s.shape[1:]) for s in skips]
@@ -120,30 +121,30 @@ class SRVP(nn.Module):
         return torch.arange(t - count, t, device=device)[:, None].expand(count, b)
 
     def infer_w(self, h: torch.Tensor) -> torch.Tensor:
-        """§2.2: w = tanh(W2 sum_S ReLU(W1 h_i + b1) + b2), S = nt_inf random frames (train) / the last nt_inf (eval)."""
+        """docs/srvp.md §2.2: w = tanh(W2 sum_S ReLU(W1 h_i + b1) + b2), S = nt_inf random frames (train) / the last nt_inf (eval)."""
         idx = self.frame_indices(h.shape[0], h.shape[1], self.nt_inf, h.device)
         chosen = h.gather(0, idx[..., None].expand(-1, -1, h.shape[2]))
         return self.w_inf(self.w_proj(chosen).sum(0))
 
     def select_skips(self, skips: list[torch.Tensor]) -> list[torch.Tensor]:
-        """§2.1: the skips of one frame per sequence (random in training, the last input frame in eval)."""
+        """docs/srvp.md §2.1: the skips of one frame per sequence (random in training, the last input frame in eval)."""
         t, b = skips[0].shape[:2]
         idx = self.frame_indices(t, b, 1, skips[0].device)[0]
         batch = torch.arange(b, device=idx.device)
         return [s[idx, batch] for s in skips]
 
     def infer_y(self, h: torch.Tensor) -> torch.Tensor:
-        """§2.3: q(y_0) parameters from the first nt_inf encodings concatenated in time order."""
+        """docs/srvp.md §2.3: q(y_0) parameters from the first nt_inf encodings concatenated in time order."""
         return self.q_y(h[: self.nt_inf].permute(1, 0, 2).flatten(1))
 
     def infer_z(self, h: torch.Tensor) -> torch.Tensor:
-        """§2.4: q(z_t | x_{0:t}) parameters for t = 1..T_in-1 from a unidirectional LSTM (g_0 is unused)."""
+        """docs/srvp.md §2.4: q(z_t | x_{0:t}) parameters for t = 1..T_in-1 from a unidirectional LSTM (g_0 is unused)."""
         if self.nz == 0:
             return h.new_zeros(h.shape[0] - 1, h.shape[1], 0)
         g, _ = self.inf_z(h)
         return self.q_z(g[1:])
 
-    # ---------------------------------------------------------------- latent dynamics (§2.5)
+    # ---------------------------------------------------------------- latent dynamics (docs/srvp.md §2.5)
     def step(self, y: torch.Tensor, z: torch.Tensor, dt: float) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One transition; returns (new state, Euler increment r = dt f([y, z]) or None when not residual)."""
         if self.ablation == "gru":
@@ -163,7 +164,7 @@ class SRVP(nn.Module):
         remove_intermediate: bool = True,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """§2.5: roll y from y_0 over nt frames; returns (y, z, p_z params, res).
+        """docs/srvp.md §2.5: roll y from y_0 over nt frames; returns (y, z, p_z params, res).
 
         Frame interval t (y_{t-1} -> y_t) takes K = n_euler_steps sub-steps of dt = 1/K, all with the same z_t:
         drawn from the posterior q_z[t-1] while observations exist, else from the prior p(z_t | y_{t-1}).
@@ -183,7 +184,7 @@ class SRVP(nn.Module):
                 if t <= n_observed:
                     z = rsample(q_z[t - 1], generator)
                 else:
-                    assert not self.training, "sampling z from the prior is only allowed in eval mode (§2.5)"
+                    assert not self.training, "sampling z from the prior is only allowed in eval mode (docs/srvp.md §2.5)"
                     z = rsample(p_z, generator)
             else:
                 z = y.new_zeros(*y.shape[:-1], 0)
@@ -198,9 +199,9 @@ class SRVP(nn.Module):
         stack = lambda xs, d: torch.stack(xs) if xs else y0.new_zeros(0, b, d)  # noqa: E731
         return stack(ys, self.ny), stack(zs, self.nz), stack(p_zs, 2 * self.nz), stack(res, self.ny)
 
-    # ---------------------------------------------------------------- decoding (§2.6)
+    # ---------------------------------------------------------------- decoding (docs/srvp.md §2.6)
     def decode(self, w: torch.Tensor, y: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """x^_t = sigmoid(D([w, y_t], skips)) for every state; w and the skips are shared over time (§7.18)."""
+        """x^_t = sigmoid(D([w, y_t], skips)) for every state; w and the skips are shared over time (docs/srvp.md §7.18)."""
         t, b = y.shape[:2]
         v = torch.cat([w.expand(t, b, -1), y], -1).flatten(0, 1)
         tiled_skips = [s.expand(t, *s.shape).flatten(0, 1) for s in skips]
@@ -232,7 +233,7 @@ class SRVP(nn.Module):
         y_start: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        """Test-time prediction (§2, test.py), in eval mode: (nt_cond + n_pred, B, C, H, W) clamped to [0, 1].
+        """Test-time prediction (docs/srvp.md §2, test.py), in eval mode: (nt_cond + n_pred, B, C, H, W) clamped to [0, 1].
 
         The conditioning frames are reconstructed through the posterior (K = n_euler_steps, the training value);
         the n_pred future frames come from the prior with K_test = n_euler_steps_test (any frame rate).

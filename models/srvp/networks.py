@@ -1,8 +1,8 @@
-"""SRVP building blocks (spec §1.1-§1.3, §1.6): conv blocks, MLPs, DCGAN64 / VGG64 frame encoders and decoders.
+"""SRVP building blocks (docs/srvp.md §1.1-§1.3, §1.6): conv blocks, MLPs, DCGAN64 / VGG64 frame encoders and decoders.
 
 Encoders map one frame to ``h in (-1, 1)^nhx`` plus the block outputs ("skips"), deepest first.
 Decoders map ``[w, y]`` (and optionally the skips of one frame) back to a frame in (0, 1).
-The DCGAN pair also accepts 32x32 frames (one fewer stride-2 block, spec §8).
+The DCGAN pair also accepts 32x32 frames (one fewer stride-2 block, docs/srvp.md §8).
 """
 
 from __future__ import annotations
@@ -12,33 +12,11 @@ import math
 import torch
 from torch import nn
 
-LRELU_SLOPE = 0.2
-
-
-def conv_block(conv: nn.Module, out_channels: int, bn: bool = True, activation: nn.Module | None = None) -> nn.Sequential:
-    """§1.1: conv -> BatchNorm (optional) -> activation, in that order (the convs have no bias)."""
-    layers = [conv]
-    if bn:
-        layers.append(nn.BatchNorm2d(out_channels))
-    layers.append(activation if activation is not None else nn.LeakyReLU(LRELU_SLOPE, inplace=True))
-    return nn.Sequential(*layers)
-
+from dynagen.models.layers import conv_block
 
 def conv3x3_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """VGG64's every conv: 3x3 s1 p1 + BN + LeakyReLU(0.2)."""
     return conv_block(nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=False), out_channels)
-
-
-class MLP(nn.Sequential):
-    """§1.1: ``Linear -> [ReLU -> Linear] x (n_layers - 1)``: no activation before the first layer, linear output."""
-
-    def __init__(self, n_in: int, n_hid: int, n_out: int, n_layers: int):
-        assert n_layers >= 2, "an SRVP MLP has at least two linear layers"
-        layers: list[nn.Module] = [nn.Linear(n_in, n_hid)]
-        for _ in range(n_layers - 2):
-            layers += [nn.ReLU(inplace=True), nn.Linear(n_hid, n_hid)]
-        layers += [nn.ReLU(inplace=True), nn.Linear(n_hid, n_out)]
-        super().__init__(*layers)
 
 
 def _dcgan_depth(nx: int) -> int:
@@ -80,7 +58,7 @@ class FrameDecoder(nn.Module):
 
 
 class DCGANEncoder(FrameEncoder):
-    """§1.2 DCGAN64Encoder: stride-2 4x4 convs (first without BN), then a 4x4 valid conv + BN + tanh."""
+    """docs/srvp.md §1.2 DCGAN64Encoder: stride-2 4x4 convs (first without BN), then a 4x4 valid conv + BN + tanh."""
 
     def __init__(self, nc: int, nf: int, nhx: int, nx: int = 64):
         super().__init__()
@@ -94,7 +72,7 @@ class DCGANEncoder(FrameEncoder):
 
 
 class DCGANDecoder(FrameDecoder):
-    """§1.3 DCGAN64Decoder: 4x4 valid transposed conv to 8nf x 4x4, stride-2 transposed convs, sigmoid."""
+    """docs/srvp.md §1.3 DCGAN64Decoder: 4x4 valid transposed conv to 8nf x 4x4, stride-2 transposed convs, sigmoid."""
 
     def __init__(self, n_in: int, nc: int, nf: int, nx: int = 64, skipco: bool = False):
         super().__init__()
@@ -111,7 +89,7 @@ class DCGANDecoder(FrameDecoder):
 
 
 class VGGEncoder(FrameEncoder):
-    """§1.2 VGG64Encoder: four VGG blocks (64, 32, 16, 8), max-pool to 4x4, 4x4 valid conv + BN + tanh."""
+    """docs/srvp.md §1.2 VGG64Encoder: four VGG blocks (64, 32, 16, 8), max-pool to 4x4, 4x4 valid conv + BN + tanh."""
 
     def __init__(self, nc: int, nf: int, nhx: int, nx: int = 64):
         super().__init__()
@@ -130,7 +108,7 @@ class VGGEncoder(FrameEncoder):
 
 
 class VGGDecoder(FrameDecoder):
-    """§1.3 VGG64Decoder: 4x4 transposed conv + upsample, VGG blocks with nearest upsampling, 3x3 transposed conv."""
+    """docs/srvp.md §1.3 VGG64Decoder: 4x4 transposed conv + upsample, VGG blocks with nearest upsampling, 3x3 transposed conv."""
 
     def __init__(self, n_in: int, nc: int, nf: int, nx: int = 64, skipco: bool = False):
         super().__init__()
@@ -153,18 +131,11 @@ DECODERS = {"dcgan": DCGANDecoder, "vgg": VGGDecoder}
 
 
 def init_conv_weights(module: nn.Module) -> None:
-    """§1.6: conv / transposed-conv weights ~ N(0, 0.02); BatchNorm weights ~ N(1, 0.02), biases 0."""
+    """docs/srvp.md §1.6: conv / transposed-conv weights ~ N(0, 0.02); BatchNorm weights ~ N(1, 0.02), biases 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
-def init_orthogonal(module: nn.Module, gain: float) -> None:
-    """§1.6: the residual function's linear layers get orthogonal weights with gain ``res_gain``, zero biases."""
-    if isinstance(module, nn.Linear):
-        nn.init.orthogonal_(module.weight, gain=gain)
         nn.init.zeros_(module.bias)

@@ -1,7 +1,7 @@
-"""The SRVP paper's published test figures (the thesis slides' tables, spec §4) and when a measurement compares.
+"""The SRVP paper's published test figures (the thesis slides' tables, docs/srvp.md §4) and when a measurement compares.
 
 ``PUBLISHED[(dataset, ablation)]`` holds the numbers of the row "Ours" (and its ablations on Moving MNIST);
-``PROTOCOL[dataset]`` the test protocol they were obtained with (spec §4 table). A measured figure is comparable
+``PROTOCOL[dataset]`` the test protocol they were obtained with (docs/srvp.md §4 table). A measured figure is comparable
 only when the evaluation manifest shows the same protocol: the real data set (never the generated stand-in digits),
 the whole fixed test set, the same conditioning / predicted frames, samples, K and metric convention, and for LPIPS
 and FVD a network file (whose hash is recorded; dynagen cannot check that it is AlexNet-lin v0.1 / I3D).

@@ -49,7 +49,7 @@ BOOLEAN = ("torch_amp", "apex_amp", "skipco", "deterministic")
 # The original's dataset option (with its deterministic flag) -> dynagen's dataset.
 DATASETS = {("smmnist", False): "smmnist", ("smmnist", True): "mmnist", ("kth", False): "kth",
             ("human", False): "human", ("bair", False): "bair"}
-# The paper's test protocol per dataset (spec §4 table, README test commands): frames (conditioning + predicted)
+# The paper's test protocol per dataset (docs/srvp.md §4 table, README test commands): frames (conditioning + predicted)
 # and samples per test sequence. An imported run evaluates with it by default.
 PAPER_PROTOCOL = {"smmnist": dict(nt_gen=25, n_samples=100), "mmnist": dict(nt_gen=100, n_samples=1),
                   "kth": dict(nt_gen=40, n_samples=100), "human": dict(nt_gen=53, n_samples=100),

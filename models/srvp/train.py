@@ -1,4 +1,4 @@
-"""SRVP training loop (spec §3) on the platform's ``ctx``: DDP with SyncBatchNorm, global batch split, AMP on CUDA."""
+"""SRVP training loop (docs/srvp.md §3) on the platform's ``ctx``: DDP with SyncBatchNorm, global batch split, AMP on CUDA."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def validation_batches(config, n_batches: int) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def validate(model: SRVP, batches: list[torch.Tensor], config, device, progress=None) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
-    """§3 validation: n_samples_test samples per clip, the best chosen on the PSNR over all frames (conditioning
+    """docs/srvp.md §3 validation: n_samples_test samples per clip, the best chosen on the PSNR over all frames (conditioning
     reconstructions included); the score is the mean PSNR of that sample over the predicted frames.
     ``progress(done, total)`` after each batch (the run's console shows it: validation can dominate a short run)."""
     model.eval()
@@ -69,20 +69,20 @@ def save_samples(ctx, step: int, truth: torch.Tensor, best: torch.Tensor, nt_con
 
 
 def train(config, ctx) -> dict[str, float]:
-    torch.manual_seed(config.seed)  # §3: the same torch seed on every rank; data differ through the sampler
+    torch.manual_seed(config.seed)  # docs/srvp.md §3: the same torch seed on every rank; data differ through the sampler
     np.random.seed((config.seed + ctx.rank) % 2**32)
     device = ctx.device
     on_gpu = torch.device(device).type == "cuda"
     use_amp = bool(config.amp) and on_gpu
     if on_gpu:
-        torch.backends.cudnn.benchmark = True  # §3: input shapes are fixed, so the fastest conv kernels are kept
-        torch.backends.cudnn.deterministic = ctx.world_size > 1  # §3: as the original, in distributed mode only
+        torch.backends.cudnn.benchmark = True  # docs/srvp.md §3: input shapes are fixed, so the fastest conv kernels are kept
+        torch.backends.cudnn.deterministic = ctx.world_size > 1  # docs/srvp.md §3: as the original, in distributed mode only
 
-    model = sync_batchnorm(SRVP.from_config(config), ctx)  # §3: BatchNorm statistics over the global batch
+    model = sync_batchnorm(SRVP.from_config(config), ctx)  # docs/srvp.md §3: BatchNorm statistics over the global batch
     model.to(device)
     optimizer, scheduler = make_optimizer(model.parameters(), config.lr, config.lr_scheduling_n_iter)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    best = BestCheckpoint(ctx.run_dir / "best")  # §3 model_best.pt: best validation score so far
+    best = BestCheckpoint(ctx.run_dir / "best")  # docs/srvp.md §3 model_best.pt: best validation score so far
     start = 1
     restored = ctx.restore()
     if restored is not None:
@@ -96,7 +96,7 @@ def train(config, ctx) -> dict[str, float]:
 
     dataset, description = make_dataset(config, "train", config.seq_len)
     local_batch = ctx.local_batch_size(config.batch_size)
-    loader = training_data.train_loader(dataset, ctx, local_batch, config.seed, drop_last=True,  # §3: drop_last
+    loader = training_data.train_loader(dataset, ctx, local_batch, config.seed, drop_last=True,  # docs/srvp.md §3: drop_last
                                         num_workers=config.num_workers, collate_fn=srvp_data.collate)
     batches = training_data.epochs(loader, done=start - 1)  # fresh clips every epoch; a resume goes on where it was
     if ctx.is_main:
