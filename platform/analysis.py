@@ -292,7 +292,7 @@ def write_report(storage: str, name: str, metrics: Sequence[str] | None = None, 
 
     import pyarrow.fs as pafs
 
-    from dynagen.platform.registry import get
+    from dynagen.platform.registry import UnknownExperiment, get
     from dynagen.platform.results import join, resolve_storage
 
     filesystem, base, canonical = resolve_storage(storage)
@@ -302,6 +302,8 @@ def write_report(storage: str, name: str, metrics: Sequence[str] | None = None, 
     is_sweep = local and trials_dir.is_dir()
     summary = _load(storage, name, "summary")
     experiment_name = str(summary["experiment"].iloc[0])
+    if metrics:  # a metric only logged per step (no final value) has a plot but no column in the table
+        metrics = [m for m in metrics if m in metric_columns(summary, None)] or None
     sections = [f"<h1>{html.escape(name)}</h1><p>{'sweep' if is_sweep else 'run'} of <b>{html.escape(experiment_name)}</b>, "
                 f"{len(summary)} trial{'s' if len(summary) != 1 else ''}; means and 95% CIs over completed and stopped trials</p>"]
     rows = summarize(storage, name, group_by, metrics)
@@ -314,8 +316,11 @@ def write_report(storage: str, name: str, metrics: Sequence[str] | None = None, 
         with filesystem.open_input_stream(base + path[len(canonical):]) as handle:
             figures.append(_inline_image(handle.read(), ".png", Path(path).stem))
     sections.append("<h2>Metrics</h2>" + "".join(figures))
-    experiment = get(experiment_name)
-    for analysis in experiment.analyses:
+    try:
+        analyses = list(get(experiment_name).analyses)
+    except UnknownExperiment:  # rows of an experiment this installation does not have: no analyses to run
+        analyses = []
+    for analysis in analyses:
         try:
             sections.append(f"<h2>Analysis: {html.escape(analysis)}</h2>" + _html_table(run_analysis(storage, name, analysis)))
         except Exception as error:  # an analysis that does not apply to this sweep (e.g. no infinite-width trials)
@@ -323,7 +328,7 @@ def write_report(storage: str, name: str, metrics: Sequence[str] | None = None, 
     if local:
         if is_sweep:
             keys = grouping_columns(summary, group_by)
-            metric = metric_columns(summary, metrics)[0] if metric_columns(summary, metrics) else None
+            metric = next(iter(metric_columns(summary, metrics)), None)
             done = summary[summary["status"].isin(AGGREGATED_STATUSES)]
             groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
             blocks = []
