@@ -20,14 +20,19 @@ from dynagen.platform.results import CONFIG_PREFIX, FIXED_COLUMNS, read_results,
 NON_METRIC_COLUMNS = (*FIXED_COLUMNS, "experiment")
 
 
-def _load(storage: str, sweep: str, kind: str):
+def _table(storage: str, sweep: str, kind: str | None = None):
+    """The sweep's rows (pyarrow), or a usage error listing the sweeps that have results."""
     try:
-        return read_results(storage, sweep, kind=kind).to_pandas()
+        return read_results(storage, sweep, kind=kind)
     except FileNotFoundError:
         from dynagen.platform.results import list_sweeps
 
         allowed = ", ".join(list_sweeps(storage)) or "(none)"
         raise UsageError(f"sweep: no results for {sweep!r} under {storage}; allowed: {allowed}") from None
+
+
+def _load(storage: str, sweep: str, kind: str):
+    return _table(storage, sweep, kind).to_pandas()
 
 
 def _config_column(frame, key: str) -> str:
@@ -146,7 +151,7 @@ def run_analysis(storage: str, sweep: str, name: str) -> list[dict[str, Any]]:
     """``Experiment.analyses[name](table)`` on the sweep's rows, as printable rows."""
     from dynagen.platform.registry import get
 
-    table = read_results(storage, sweep)
+    table = _table(storage, sweep)
     experiments = sorted(set(table["experiment"].to_pylist()))
     experiment = get(experiments[0])
     if name not in experiment.analyses:

@@ -7,9 +7,12 @@ one of these objects, and the platform asks it instead of testing names:
   give an in-process (Tune or local) run;
 * ``in_trainer(workers, single_run)``: whether a run goes through a Ray Train ``TorchTrainer`` (DDP ranks)
   rather than in the Tune trial's own process;
-* ``trial_resources(cpus, gpus, workers)``: what one Tune trial reserves.
+* ``trial_resources(cpus, gpus, workers)``: what one Tune trial reserves;
+* ``loaded(state)``: a checkpoint's dict as the experiment's code expects it.
 
-Checkpoints are saved the same way for both (``platform/checkpoints.py``): a JAX model's state is numpy arrays.
+Checkpoints are saved the same way for both (``platform/checkpoints.py``): numpy arrays are stored as torch
+tensors so that every checkpoint loads with ``torch.load(weights_only=True)``; a JAX experiment's state is
+numpy arrays, and its backend turns the tensors back into them on every load (restore, evaluate).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class TorchBackend:
     def trial_resources(self, cpus: float, gpus: float, workers: int) -> dict[str, float]:
         return dict(TRAINER_DRIVER_RESOURCES) if self.in_trainer(workers, single_run=False) else {"cpu": cpus, "gpu": gpus}
 
+    def loaded(self, state: Any) -> Any:
+        return state
+
 
 @dataclass(frozen=True)
 class JaxBackend:
@@ -74,6 +80,11 @@ class JaxBackend:
 
     def trial_resources(self, cpus: float, gpus: float, workers: int) -> dict[str, float]:
         return {"cpu": cpus, "gpu": gpus}
+
+    def loaded(self, state: Any) -> Any:
+        from dynagen.platform.checkpoints import as_arrays
+
+        return as_arrays(state)
 
 
 BACKENDS = {backend.name: backend for backend in (TorchBackend(), JaxBackend())}

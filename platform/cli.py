@@ -3,7 +3,9 @@
 Imports are lazy (argparse and the registry only at module level) so ``dynagen --help`` answers
 in about a second; torch, jax, ray and pyarrow are imported by the command that needs them.
 Bad input ends in one line on stderr, ``dynagen: error: <field>: <what is wrong>; allowed: ...``,
-and exit code 2, never a traceback.
+and exit code 2, never a traceback: the commands check their inputs before Ray starts or anything is
+written, and :func:`main` turns the errors of damaged input files that surface later (YAML, Parquet,
+text encodings, zip and pickle) into that one line too. A run or sweep that ran and failed exits with 1.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dynagen.platform.configs import UsageError
+from dynagen.platform.names import check_name
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran, but a run diverged or trials failed
@@ -53,6 +56,11 @@ def _tracker(kind: str | None, storage: str) -> str | None:
     return kind
 
 
+def _first_line(error: BaseException) -> str:
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[-1][:200] if lines else ''}"
+
+
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
     from dynagen.platform.configs import format_table
 
@@ -69,6 +77,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from dynagen.platform.configs import build_config
 
     experiment = _experiment(args.experiment)
+    for field, value in (("name", args.name), ("resume", args.resume)):
+        if value is not None:
+            check_name(value, field)
     storage = _storage(args.storage)
     base = None
     if args.resume:
@@ -82,22 +93,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(f"resume: run {args.resume!r} is not a {experiment.name} run")
         base = saved
     config = build_config(experiment, args.preset, args.config, args.set or [], base=base)
-    if args.local:
-        from dynagen.platform.launch import train_locally
+    try:
+        if args.local:
+            from dynagen.platform.launch import train_locally
 
-        result = train_locally(experiment, config, storage=storage, name=args.name, resume=args.resume,
-                               checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker,
-                               verbose=args.verbose, show_progress=True, tracker=_tracker(args.tracker, storage))
-    else:
-        from dynagen.platform.launch import run_training
+            result = train_locally(experiment, config, storage=storage, name=args.name, resume=args.resume,
+                                   checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker,
+                                   verbose=args.verbose, show_progress=True, tracker=_tracker(args.tracker, storage))
+        else:
+            from dynagen.platform.launch import run_training
 
-        result = run_training(
-            experiment, config, workers=args.workers, use_gpu=args.gpu, storage=storage, name=args.name,
-            resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
-            max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1, verbose=args.verbose,
-            tracker=_tracker(args.tracker, storage),
-        )
-        print(f"latest checkpoint: {result.checkpoint_path}")
+            result = run_training(
+                experiment, config, workers=args.workers, use_gpu=args.gpu, storage=storage, name=args.name,
+                resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
+                max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1, verbose=args.verbose,
+                tracker=_tracker(args.tracker, storage),
+            )
+            print(f"latest checkpoint: {result.checkpoint_path}")
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # the run started and failed: its summary row says so, and so does the exit code
+        where = "error.txt in its run folder" if args.local else ("Ray's log above" if args.verbose else "logs/ in its run folder")
+        print(f"dynagen: {experiment.name} run failed: {_first_line(error)} (traceback: {where})", file=sys.stderr)
+        return EXIT_FAILED
     if result.status == "diverged":
         print(f"dynagen: {experiment.name} run diverged: {result.reason} (run dir {result.run_dir}; no final metrics)", file=sys.stderr)
         return EXIT_FAILED
@@ -140,9 +158,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     checkpoint = find_checkpoint(path)
     if checkpoint is None:
         raise UsageError(f"checkpoint: no {CHECKPOINT_FILE} in {path} or its checkpoint_* folders")
-    state = load_state(checkpoint)
+    from dynagen.platform.backends import backend_of
+    from dynagen.platform.configs import validate
+
+    state = backend_of(experiment).loaded(load_state(checkpoint))  # never runs code from the file
     saved = dict(state.get("_config") or {})  # every launch path saves it (docs/platform.md, "Checkpoints")
     saved.pop("experiment", None)
+    try:
+        validate(experiment.config, saved)
+    except UsageError as error:
+        raise UsageError(f"checkpoint: {checkpoint} is not a {experiment.name} checkpoint (its config: {error}); "
+                         f"allowed: a checkpoint of a {experiment.name} run") from None
+    missing = [key for key in experiment.checkpoint_keys if key not in state]
+    if missing:
+        raise UsageError(f"checkpoint: {checkpoint} has no {', '.join(map(repr, missing))}; allowed: a {experiment.name} "
+                         f"checkpoint holding {', '.join(experiment.checkpoint_keys)}")
     config = build_config(experiment, args.preset, args.config, args.set or [], base=saved)
     out_dir = Path(args.out) if args.out else run_dir_of(checkpoint) / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -175,14 +205,10 @@ def print_comparison(rows, title: str) -> None:
 # import
 # --------------------------------------------------------------------------------------------
 
-RUN_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}"
-
-
 def cmd_import(args: argparse.Namespace) -> None:
     """A model trained elsewhere, read by the experiment's importer, as a run folder `dynagen train` would write:
     ``config.yaml`` and ``checkpoint/state.pt``. Written in a hidden temp folder renamed at the end, so a
     refused source leaves nothing behind."""
-    import re
     import shutil
     import tempfile
 
@@ -195,13 +221,16 @@ def cmd_import(args: argparse.Namespace) -> None:
     source_format = args.format or next(iter(experiment.importers))
     if source_format not in experiment.importers:
         raise UsageError(f"format: unknown {source_format!r}; allowed: {', '.join(experiment.importers)}")
+    if args.name is not None:
+        check_name(args.name, "name")
     storage = _storage(args.storage)
-    name = args.name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-import"
-    if not re.fullmatch(RUN_NAME, name):
-        raise UsageError(f"name: {name!r} is not a run name; allowed: letters, digits, '.', '_', '-' (not first)")
-    run_dir, remote_uri = run_dir_for(storage, name)
-    if remote_uri is not None:
+    from dynagen.platform.launch import new_run_name
+    from dynagen.platform.results import is_uri
+
+    if is_uri(storage):
         raise UsageError("storage: import writes a local run folder; allowed: a local storage path")
+    name = args.name or new_run_name(experiment, "import")
+    run_dir, _ = run_dir_for(storage, name)
     if run_dir.exists():
         raise UsageError(f"name: run {name!r} already exists in {run_dir.parent}; allowed: a new run name")
     config, state = experiment.importers[source_format](Path(args.source), weights=args.weights)
@@ -245,24 +274,32 @@ def cmd_list(args: argparse.Namespace) -> None:
         print()
 
 
-def cmd_sweep(args: argparse.Namespace) -> None:
+def cmd_sweep(args: argparse.Namespace) -> int:
     from dynagen.platform.sweep import load_sweep_spec, run_sweep
 
     spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     storage = _storage(args.storage)
-    run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent, verbose=args.verbose,
-              tracker=_tracker(args.tracker, storage))
+    grid = run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent, verbose=args.verbose,
+                     tracker=_tracker(args.tracker, storage))
+    failed = [result for result in grid if result.error is not None]
+    if not failed:
+        return 0
+    shown = ", ".join(f"{result.path}/error.txt" for result in failed[:3]) + (f" (+{len(failed) - 3} more)" if len(failed) > 3 else "")
+    print(f"dynagen: sweep {spec.name}: {len(failed)} of {len(grid)} trials failed; errors in {shown}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def cmd_results(args: argparse.Namespace) -> None:
     from dynagen.platform.analysis import print_summary
 
+    check_name(args.sweep, "sweep")
     print_summary(_storage(args.storage), args.sweep, group_by=args.group_by, metrics=args.metric, analysis=args.analysis)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from dynagen.platform.analysis import plot_curves, write_report
 
+    check_name(args.sweep, "sweep")
     storage = _storage(args.storage)
     plots = plot_curves(storage, args.sweep, metrics=args.metric, group_by=args.group_by)
     print(f"plots: {', '.join(plots)}")
@@ -353,12 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--storage", help=storage_help)
     report.set_defaults(handler=cmd_report)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint, print and save metrics")
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a checkpoint, print and save metrics",
+        description="Evaluate a checkpoint (loaded with torch.load(weights_only=True): it never runs code). Options naming "
+                    "TorchScript networks (srvp: lpips=FILE, fvd=FILE) run that file's code by design: use trusted files only.")
     evaluate.add_argument("experiment")
     evaluate.add_argument("--checkpoint", required=True, metavar="PATH", help="state.pt, a checkpoint folder or a run folder")
     evaluate.add_argument("--samples", type=at_least(1), metavar="N", help="samples per test video (best-of-N where the experiment samples)")
     evaluate.add_argument("--option", action="append", metavar="KEY=VALUE",
-                          help="an option of the experiment's evaluate function, e.g. n_test=100 (repeatable; see its docs)")
+                          help="an option of the experiment's evaluate function, e.g. n_test=100 (repeatable; see its docs); "
+                               "TorchScript files (lpips=, fvd=) are programs and run when loaded")
     config_options(evaluate)
     evaluate.add_argument("--out", metavar="DIR", help="output folder (default: <run dir>/eval)")
     evaluate.set_defaults(handler=cmd_evaluate)
@@ -383,6 +424,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_errors() -> dict[type, str]:
+    """Errors that mean "this input file is damaged or not what it should be", by the library that raises them
+    (only libraries this process already imported: looking them up imports nothing)."""
+    import json as json_module
+    import pickle
+    import zipfile
+
+    errors: dict[type, str] = {UnicodeDecodeError: "text in another encoding", json_module.JSONDecodeError: "malformed JSON",
+                               zipfile.BadZipFile: "a damaged zip archive", pickle.UnpicklingError: "a pickle (never unpickled)"}
+    if "yaml" in sys.modules:
+        errors[sys.modules["yaml"].YAMLError] = "malformed YAML"
+    if "pyarrow" in sys.modules:
+        errors[sys.modules["pyarrow"].ArrowException] = "a damaged or inconsistent Parquet/Arrow file"
+    return errors
+
+
+def describe_data_error(error: BaseException) -> str | None:
+    """One line for an error raised by reading a damaged input, or None for any other error (a bug: its traceback)."""
+    for kind, what in _data_errors().items():
+        if isinstance(error, kind):
+            return f"input: {what} ({_first_line(error)}); allowed: the files dynagen writes, or valid YAML/Parquet input"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)  # bad flags: one line, exit code 2 (OneLineErrors)
@@ -390,6 +455,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args) or 0
     except UsageError as error:
         print(f"dynagen: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:
+        described = describe_data_error(error)
+        if described is None:
+            raise
+        print(f"dynagen: error: {described}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("dynagen: interrupted", file=sys.stderr)

@@ -25,7 +25,11 @@ def load_yaml_file(path: str | Path, what: str = "config") -> Any:
     if not path.is_file():
         raise UsageError(f"{what}: no such file: {path}")
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UsageError(f"{what}: {path} is not UTF-8 text (byte {error.start}); allowed: a YAML file") from None
+    try:
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1}: {getattr(error, 'problem', '')})" if mark else ""
@@ -106,6 +110,9 @@ def validate(model: type[ExperimentConfig], values: Mapping[str, Any]) -> Experi
         return model.model_validate(dict(values))
     except ValidationError as error:
         raise UsageError(describe_validation_error(error, model)) from None
+    except (TypeError, KeyError, AttributeError) as error:  # a model's own validator tripping over a value's type
+        raise UsageError(f"config: values of the wrong type for {model.__name__} ({type(error).__name__}: {error}); "
+                         f"allowed: the types `dynagen list` shows") from None
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -116,7 +123,7 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _walk(model: Any, location: tuple) -> tuple[Any, Any]:
+def field_at(model: Any, location: tuple) -> tuple[Any, Any]:
     """``(FieldInfo or None, annotation)`` at a location through models and ``dict[str, X]`` values."""
     from pydantic import BaseModel
 
@@ -159,16 +166,18 @@ def describe_validation_error(error: Any, model: type[ExperimentConfig]) -> str:
     name = ".".join(str(part) for part in first["loc"]) or "config"
     kind, given = first["type"], first.get("input")
     if kind == "extra_forbidden":
-        _, parent = _walk(model, location[:-1])
+        _, parent = field_at(model, location[:-1])
         allowed = ", ".join(getattr(parent, "model_fields", {})) or "(none)"
         return f"{name}: unknown key; allowed: {allowed}"
-    field, _ = _walk(model, location)
+    field, _ = field_at(model, location)
     if kind == "literal_error":
         allowed = _literal_values(field.annotation) if field is not None else []
         shown = ", ".join(str(v) for v in allowed) or first.get("ctx", {}).get("expected", "?")
         return f"{name}: got {given!r}; allowed: {shown}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bounds = _bounds(field) if field is not None else ""
+        symbols = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}  # a list item's bound is only in the error itself
+        bounds = (_bounds(field) if field is not None else "") or " and ".join(
+            f"{symbols[key]} {value}" for key, value in first.get("ctx", {}).items() if key in symbols)
         return f"{name}: got {given!r}; allowed: {bounds or first['msg']}"
     if kind == "value_error":  # a model validator's own message already says what is allowed
         return f"{name}: {first['msg'].removeprefix('Value error, ')}"

@@ -165,6 +165,14 @@ class BaseContext:
     before it is saved, so they are durable whenever it is."""
 
     report_every_step = True  # pass every logged step to Ray (else only checkpoints)
+    backend: Any = None  # turns a loaded checkpoint into the experiment's types (platform/backends.py); None: as loaded
+
+    def _loaded(self, directory: Path) -> tuple[Mapping[str, Any], int]:
+        """The checkpoint in ``directory`` through the one safe loader (never unpickles code)."""
+        state = load_state(Path(directory) / CHECKPOINT_FILE)
+        if self.backend is not None:
+            state = self.backend.loaded(state)
+        return state, int(state["_step"])
 
     def __init__(self, run_dir: str | Path, *, rank: int = 0, world_size: int = 1, checkpoint_every: int = 0,
                  run: "Run | None" = None, tensorboard: bool = True, progress: Progress | None = None):
@@ -267,10 +275,11 @@ class LocalContext(BaseContext):
     With a :class:`~dynagen.platform.run.Run` (``dynagen train --local``) rows also go to the results store."""
 
     def __init__(self, run_dir: str | Path, checkpoint_every: int = 0, tensorboard: bool = True, device: Any = "cpu",
-                 *, run: "Run | None" = None, progress: Progress | None = None):
+                 *, run: "Run | None" = None, progress: Progress | None = None, backend: Any = None):
         super().__init__(run_dir, checkpoint_every=checkpoint_every, run=run, tensorboard=tensorboard, progress=progress)
         self.history: list[dict[str, float]] = []
         self._device = device
+        self.backend = backend
 
     @property
     def device(self) -> Any:
@@ -291,8 +300,7 @@ class LocalContext(BaseContext):
     def restore(self) -> tuple[Mapping[str, Any], int] | None:
         if not (self.checkpoint_dir / CHECKPOINT_FILE).exists():
             return None
-        state = load_state(self.checkpoint_dir)
-        return state, int(state["_step"])
+        return self._loaded(self.checkpoint_dir)
 
     def _record(self, step: int, values: Mapping[str, float]) -> None:
         self.history.append({"step": step, **values})
@@ -314,8 +322,7 @@ class _RayContext(BaseContext):
         if checkpoint is None:
             return None
         with checkpoint.as_directory() as directory:
-            state = load_state(Path(directory) / CHECKPOINT_FILE)
-        return state, int(state["_step"])
+            return self._loaded(Path(directory))
 
 
 class TrainContext(_RayContext):

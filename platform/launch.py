@@ -30,12 +30,16 @@ from dynagen.platform.backends import backend_of
 from dynagen.platform.configs import UsageError
 from dynagen.platform.context import Diverged, LocalContext, Progress, TrainContext, TuneContext
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
-from dynagen.platform.results import join, read_summary, resolve_storage
+from dynagen.platform.results import is_uri, join, read_summary, resolve_storage, write_bytes_atomically
 from dynagen.platform.run import (
     COMPLETED_KEY, DEFAULT_CHECKPOINT_EVERY, DEFAULT_KEEP_CHECKPOINTS, Run, RunNotFound, RunSettings, diverged_report,
-    final_report, final_status, read_final_report, read_run_config, run_dir_for, summary_callback, trial_config, write_run_config,
+    final_report, final_status, read_final_report, read_run_config, run_dir_for, run_exists, run_path, summary_callback,
+    trial_config, write_run_config,
 )
+from dynagen.platform.names import check_name
 from dynagen.platform.runtime import ensure_ray, limit_threads, train_worker_env
+
+ERROR_FILE = "error.txt"  # a --local run's traceback, in its run folder (Ray keeps its own)
 
 __all__ = ["COMPLETED_KEY", "RunNotFound", "RunResult", "RunSettings", "read_run_config", "run_training", "train_locally",
            "train_worker", "tune_trial"]
@@ -178,6 +182,28 @@ def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSet
 # --------------------------------------------------------------------------------------------
 
 
+def new_run_name(experiment: Experiment, kind: str) -> str:
+    """A fresh run id: the time to the second for people, a random part so that two runs never share one."""
+    return f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{kind}-{uuid.uuid4().hex[:6]}"
+
+
+def run_name(experiment: Experiment, storage: str, name: str | None, resume: str | None, kind: str) -> str:
+    """The run's validated name: ``resume`` (which must exist), else ``name`` (which must not: Ray Train would restore
+    an existing run by its name and continue it under a new config), else a fresh id."""
+    if resume:
+        check_name(resume, "resume")
+        if name and name != resume:
+            raise UsageError(f"name: {name!r} with --resume {resume!r}; allowed: --resume alone (the run keeps its name)")
+        read_run_config(storage, resume)  # the run must exist
+        return resume
+    if name is None:
+        return new_run_name(experiment, kind)
+    check_name(name, "name")
+    if run_exists(storage, name):
+        raise UsageError(f"name: run {name!r} already exists under {storage}; allowed: a new name, or --resume {name}")
+    return name
+
+
 @dataclass
 class RunResult:
     metrics: dict[str, float]
@@ -225,13 +251,14 @@ def train_locally(
     output then goes to ``logs/local.log`` unless ``verbose``."""
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
-    name = resume or name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-local"
-    run_dir, remote_uri = run_dir_for(canonical, name)
-    if remote_uri is not None:
-        raise UsageError("storage: --local runs need a local storage path")
+    if is_uri(canonical):
+        raise UsageError(f"storage: --local runs need a local storage path, got {canonical}; allowed: a folder of this machine")
+    name = run_name(experiment, canonical, name, resume, "local")
+    run_dir, _ = run_dir_for(canonical, name)
     if cpus:
         limit_threads(cpus)  # before train() imports the model's heavy libraries
-    device = backend_of(experiment).local_device(use_gpu)
+    backend = backend_of(experiment)
+    device = backend.local_device(use_gpu)
     write_run_config(canonical, name, experiment, config.model_dump(mode="json"))
     settings = RunSettings(storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
                            progress_every_s=progress_every_s, verbose=verbose, tracker=tracker)
@@ -241,11 +268,13 @@ def train_locally(
     with console.output_to(None if verbose or not show_progress else console.log_path(run_dir, "local.log")) as terminal:
         display = console.ProgressDisplay(f"{experiment.name} {name}", stream=terminal) if show_progress else None
         progress = Progress(f"{experiment.name} {name}", run.total_steps, progress_every_s, display=display)
-        ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run, progress=progress)
+        ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run, backend=backend,
+                           progress=progress)
         try:
             report = _train(experiment, config, ctx)
         except BaseException:
             run.write_summary("error", ctx.last_step, {})  # the steps logged so far are in the results store
+            write_bytes_atomically(canonical, join(name, ERROR_FILE), traceback.format_exc().encode())
             raise
     status, reason, metrics = final_status(report)
     run.write_summary(status, int(report["step"]), metrics, reason=reason)
@@ -281,13 +310,10 @@ def run_training(
     """
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
-    if resume:
-        read_run_config(canonical, resume)  # the run must exist
-        name = resume
-    name = name or f"{experiment.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
-    run_dir, _ = run_dir_for(canonical, name)
+    name = run_name(experiment, canonical, name, resume, "ray")
+    log_dir, _ = run_dir_for(canonical, name)  # this machine's copy of the run folder (a staging folder for a URI)
     if not verbose:
-        console.quiet_driver(run_dir)  # before Ray starts: its start-up lines go to the log too
+        console.quiet_driver(log_dir)  # before Ray starts: its start-up lines go to the log too
     ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")},
                quiet=not verbose)
     config_dict = config.model_dump(mode="json")
@@ -298,10 +324,11 @@ def run_training(
         cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict, verbose=verbose,
         tracker=tracker,
     )
+    run_dir = Path(run_path(canonical, name))
     if not verbose:
         _header(experiment, config, name, run_dir, f"Ray, {workers} worker{'s' if workers > 1 else ''}",
                 f"{workers} GPU" if use_gpu else "cpu", bool(resume))
-    monitor = contextlib.nullcontext() if verbose else console.RunMonitor(run_dir, f"{experiment.name} {name}")
+    monitor = contextlib.nullcontext() if verbose else console.RunMonitor(log_dir, f"{experiment.name} {name}")
     if not backend_of(experiment).in_trainer(workers, single_run=True):
         with monitor:
             (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)

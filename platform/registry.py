@@ -14,22 +14,27 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 if TYPE_CHECKING:
     from dynagen.platform.context import RunContext
 
 ENTRY_POINT_GROUP = "dynagen.experiments"
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators take seeds in [0, 2**32)
+
+PathText = Annotated[str, StringConstraints(min_length=1, strip_whitespace=True)]
+"""A config field naming a file or folder: an empty string would silently mean the current directory."""
 
 
 class ExperimentConfig(BaseModel):
-    """Base of every experiment's config: typed, validated, unknown keys rejected."""
+    """Base of every experiment's config: typed, validated, unknown keys rejected, no NaN or infinite floats
+    (a config value is a choice, never a missing one)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
 
     def data_source(self) -> str:
         """Where the training data comes from, for provenance.json: a real data path, or the generated stand-in
@@ -41,7 +46,7 @@ class EvaluateOptions(BaseModel):
     """Options of ``dynagen evaluate`` (``--samples``, ``--option key=value``); an experiment subclasses it with
     its own. None means the evaluate function's default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     samples: Optional[int] = Field(None, ge=1, description="samples per test item (best-of-N where the experiment samples)")
 
@@ -117,6 +122,10 @@ class Experiment:
     published: Union[str, PublishedFn, None] = None
     # Sources ``dynagen import EXPERIMENT DIR --format NAME`` reads (the first is the default).
     importers: Mapping[str, Union[str, ImportFn]] = field(default_factory=dict)
+    # The metric names train() reports (ctx.report rows and its returned dict): a sweep's `metric` is one of them.
+    metrics: tuple[str, ...] = ()
+    # The keys evaluate reads from a checkpoint's state, checked before any work.
+    checkpoint_keys: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         as_function = lambda f: f if isinstance(f, Function) else Function(f)  # noqa: E731

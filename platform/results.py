@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from dynagen.platform.configs import UsageError
+
 if TYPE_CHECKING:
     import pyarrow as pa
     import pyarrow.fs as pafs
@@ -93,7 +95,10 @@ def join(*parts: str) -> str:
 
 
 def results_dir(storage: str | None, sweep_id: str) -> tuple["pafs.FileSystem", str]:
-    filesystem, base, _ = resolve_storage(storage)
+    from dynagen.platform.names import inside
+
+    filesystem, base, canonical = resolve_storage(storage)
+    inside(canonical, sweep_id, field="sweep")
     return filesystem, join(base, sweep_id, "results")
 
 
@@ -146,14 +151,31 @@ def _table(rows: list[dict[str, Any]]) -> "pa.Table":
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
+def _fsync(path: str, directory: bool = False) -> None:
+    descriptor = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _write_atomically(filesystem: "pafs.FileSystem", target: str, write) -> str:
-    """``write(temporary_path)`` then rename onto ``target``: readers never see a partial file."""
+    """``write(temporary_path)`` (a hidden file in the target's folder) then a rename onto ``target``: readers never
+    see a partial file. On a local disk the file is fsynced before the rename and the folder after it, so a crash
+    leaves the old file or the new one; the temp file is removed on any error."""
+    import pyarrow.fs as pafs
+
     directory, _, filename = target.rpartition("/")
     filesystem.create_dir(directory, recursive=True)
     temporary = join(directory, f".{filename}.{uuid.uuid4().hex[:8]}.tmp")
+    local = isinstance(filesystem, pafs.LocalFileSystem)
     try:
         write(temporary)
+        if local:
+            _fsync(temporary)
         filesystem.move(temporary, target)
+        if local:
+            _fsync(directory, directory=True)
     except BaseException:
         try:
             filesystem.delete_file(temporary)
@@ -179,6 +201,20 @@ def write_bytes_atomically(storage: str | None, relative_path: str, data: bytes)
 
     _write_atomically(filesystem, join(base, relative_path), write)
     return join(canonical, relative_path)
+
+
+def copy_file_atomically(source: str | Path, target_uri: str) -> str:
+    """Upload the local file ``source`` to ``target_uri`` (any storage) through the same atomic writer."""
+    import pyarrow.fs as pafs
+
+    filesystem, target = pafs.FileSystem.from_uri(target_uri)
+
+    def write(path: str) -> None:
+        with open(source, "rb") as reader, filesystem.open_output_stream(path) as handle:
+            for block in iter(lambda: reader.read(1 << 20), b""):
+                handle.write(block)
+
+    return _write_atomically(filesystem, target, write)
 
 
 class ResultsWriter:
@@ -265,11 +301,15 @@ def read_results(storage: str | None, sweep_id: str, kind: str | None = None, de
     filesystem, root = results_dir(storage, sweep_id)
     tables = []
     for path, experiment in _parquet_files(filesystem, root):
-        table = pq.read_table(path, filesystem=filesystem)
+        table = _read_results_file(filesystem, path)
         tables.append(table.append_column("experiment", pa.array([experiment] * table.num_rows, pa.string())))
     if not tables:
         raise FileNotFoundError(f"sweep: no results for {sweep_id!r} under {root}")
-    table = pa.concat_tables(tables, promote_options="permissive")
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise ResultsError(f"results: files under {root} have clashing column types ({_first_line(error)[:160]}); "
+                           f"allowed: one type per column, as dynagen writes them") from None
     if kind is not None:
         table = table.filter(pc.equal(table["kind"], kind))
     if dedupe and table.num_rows:
@@ -280,6 +320,27 @@ def read_results(storage: str | None, sweep_id: str, kind: str | None = None, de
 
         frame = pd.concat([steps, frame]).sort_values(["trial_id", "kind", "step"], kind="stable").reset_index(drop=True)
         table = pa.Table.from_pandas(frame, schema=table.schema, preserve_index=False)
+    return table
+
+
+class ResultsError(UsageError):
+    """A results file that cannot be read as the store's rows (damaged, foreign, inconsistent)."""
+
+
+def _read_results_file(filesystem: "pafs.FileSystem", path: str) -> "pa.Table":
+    """One Parquet file of the store, refused in one line if damaged or without the store's columns."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, filesystem=filesystem)
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise ResultsError(f"results: {path} is not a readable Parquet file ({_first_line(error)[:160]}); "
+                           "allowed: files dynagen wrote (remove or move this one)") from None
+    missing = [column for column in ("trial_id", "kind", "step") if column not in table.column_names]
+    if missing:
+        raise ResultsError(f"results: {path} has no {', '.join(missing)} column; allowed: files dynagen wrote "
+                           f"(columns {', '.join(FIXED_COLUMNS)}, config.*, metrics)")
     return table
 
 

@@ -28,8 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from dynagen.platform import provenance
-from dynagen.platform.configs import deep_merge
-from dynagen.platform.results import ResultsWriter, join, numeric_metrics, read_summary, resolve_storage, write_bytes_atomically
+from dynagen.platform.configs import UsageError, deep_merge
+from dynagen.platform.names import inside
+from dynagen.platform.results import (
+    ResultsWriter, copy_file_atomically, is_uri, join, numeric_metrics, read_summary, resolve_storage, write_bytes_atomically,
+)
 
 if TYPE_CHECKING:
     from dynagen.platform.context import Diverged
@@ -70,13 +73,20 @@ class RunSettings:
     tracker: str | None = None  # "mlflow" | "wandb": one tracker run per run or trial (platform/trackers.py)
 
 
-def run_dir_for(storage: str, *parts: str) -> tuple[Path, str | None]:
-    """``(local run dir, remote URI to upload it to at the end or None)``."""
+def run_path(storage: str, *parts: str, field: str = "name") -> str:
+    """``<storage>/<part>/...`` (a local path or a URI), each part a validated name, inside the storage root."""
     _, base, canonical = resolve_storage(storage)
-    if canonical.startswith("/"):
-        return Path(join(base, *parts)), None
-    staging = Path(tempfile.gettempdir()) / "dynagen-staging" / "/".join(parts)
-    return staging, join(canonical, *parts)
+    inside(canonical, *parts, field=field)
+    return join(canonical, *parts)
+
+
+def run_dir_for(storage: str, *parts: str) -> tuple[Path, str | None]:
+    """``(local run dir, remote URI to upload it to at the end or None)``. A remote run is written in a private
+    staging folder of this machine (``mkdtemp``: unpredictable, readable by this user only) and uploaded."""
+    path = run_path(storage, *parts)
+    if not is_uri(path):
+        return Path(path), None
+    return Path(tempfile.mkdtemp(prefix="dynagen-staging-")), path
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,6 +101,7 @@ class RunNotFound(FileNotFoundError):
 def read_run_file(storage: str | None, name: str, filename: str, parse) -> Any:
     """``parse(text)`` of ``<storage>/<name>/<filename>`` (raises :class:`RunNotFound`)."""
     filesystem, base, canonical = resolve_storage(storage)
+    inside(canonical, name, field="run")
     try:
         with filesystem.open_input_stream(join(base, name, filename)) as handle:
             return parse(handle.read().decode())
@@ -107,10 +118,25 @@ def write_run_config(storage: str, name: str, experiment: "Experiment", config_d
 
 
 def read_run_config(storage: str | None, name: str) -> dict[str, Any]:
-    """The resolved config saved with run ``name``, with its ``experiment`` key."""
+    """The resolved config saved with run ``name``, with its ``experiment`` key (a damaged file is a usage error)."""
     import yaml
 
-    return read_run_file(storage, name, CONFIG_FILE, yaml.safe_load)
+    allowed = "allowed: the YAML mapping dynagen wrote there (fix or remove the run)"
+    try:
+        document = read_run_file(storage, name, CONFIG_FILE, yaml.safe_load)
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise UsageError(f"resume: {CONFIG_FILE} of run {name!r} is not YAML text ({type(error).__name__}); {allowed}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("experiment"), str):
+        raise UsageError(f"resume: {CONFIG_FILE} of run {name!r} holds {type(document).__name__}, not a config with its "
+                         f"experiment; {allowed}")
+    return document
+
+
+def run_exists(storage: str, name: str) -> bool:
+    """Whether run ``name`` has a folder under ``storage`` (a new run must not reuse it)."""
+    filesystem, base, canonical = resolve_storage(storage)
+    inside(canonical, name, field="name")
+    return filesystem.get_file_info(join(base, name)).type.name != "NotFound"
 
 
 def final_report(final: Mapping[str, Any] | None, last_step: int) -> dict[str, float]:
@@ -177,10 +203,8 @@ class Run:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.results = ResultsWriter(settings.storage, settings.sweep_id, experiment_name, trial_id, self.config_dict,
                                          self.seed, flush_seconds=flush_seconds)
-            try:
-                previous = read_run_file(settings.storage, settings.run_name, provenance.PROVENANCE_FILE, json.loads)
-            except RunNotFound:
-                previous = None
+            earlier = self.run_dir / provenance.PROVENANCE_FILE  # a resumed run's, or a restarted worker group's
+            previous = json.loads(earlier.read_text()) if earlier.is_file() else None
             self._provenance = provenance.started(settings.command, self.config_dict, config.data_source(), previous)
             self._write_provenance()
             if settings.tracker:
@@ -219,10 +243,9 @@ class Run:
         if self.results is None:
             return
         self.results.flush()
-        if self._upload_to:
-            import pyarrow.fs as pafs
-
-            pafs.copy_files(str(self.run_dir), self._upload_to, source_filesystem=pafs.LocalFileSystem())
+        if self._upload_to:  # each file atomically: a reader of the bucket never sees half of one
+            for path in sorted(p for p in self.run_dir.rglob("*") if p.is_file()):
+                copy_file_atomically(path, join(self._upload_to, path.relative_to(self.run_dir).as_posix()))
 
     def finish(self, report: Mapping[str, Any]) -> Mapping[str, Any]:
         """``metrics.json`` (rank 0) from the run's last report (:func:`final_report` or :func:`diverged_report`)."""
@@ -304,7 +327,8 @@ def _summary_callback_class():
         def _log(self, trial_id: str) -> Path:
             from dynagen.platform.console import TRIAL_LOG, log_path
 
-            run_dir, _ = run_dir_for(self.settings.storage, self.settings.run_name or f"{self.settings.sweep_id}/trials/{trial_id}")
+            name = self.settings.run_name or f"{self.settings.sweep_id}/trials/{trial_id}"
+            run_dir, _ = run_dir_for(self.settings.storage, *name.split("/"))
             return log_path(run_dir, TRIAL_LOG)
 
         def _log_tail(self, trial) -> list[str]:

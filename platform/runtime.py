@@ -39,9 +39,29 @@ def limit_threads(cpus: int) -> None:
     torch.set_num_threads(max(1, int(cpus)))
 
 
+CONNECT_TIMEOUT_S = 10.0  # how long an unreachable RAY_ADDRESS may take to be reported
+
+
+def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A TCP connection to ``host:port`` (``ray://`` prefix allowed) within ``timeout_s``, else a usage error naming
+    it: Ray itself retries an unreachable GCS for a minute and then fails with a traceback."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and other forms Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise UsageError(f"RAY_ADDRESS: cannot reach {address} within {timeout_s:g} s ({error.strerror or error}); "
+                         f"allowed: the address of a running Ray cluster, or unset RAY_ADDRESS for an embedded one") from None
+
+
 def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None, quiet: bool = False) -> None:
-    """Connect to the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), else start an
-    embedded local Ray without the dashboard. Never attaches to some other local Ray by accident.
+    """Connect to the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), failing in one line naming the
+    address if it cannot be reached; else start a NEW embedded local Ray without the dashboard
+    (``address="local"``: a plain ``ray.init()`` would join whatever cluster Ray's ``ray_current_cluster`` file
+    names, a stale or another user's one included).
 
     ``needs``: resource ("CPU", "GPU") -> (amount one run or trial needs at once, the option that sets
     it). An embedded Ray has no autoscaler, so a request larger than this machine would wait forever:
@@ -53,10 +73,17 @@ def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None, quiet: bool
     if ray.is_initialized():
         return
     output = {"log_to_driver": False, "configure_logging": False} if quiet else {}
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], **output)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        _check_reachable(address)
+        try:
+            ray.init(address=address, **output)
+        except (ConnectionError, TimeoutError, RuntimeError) as error:
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            raise UsageError(f"RAY_ADDRESS: cannot connect to {address} ({lines[0][:160]}); "
+                             f"allowed: the address of a running Ray cluster, or unset RAY_ADDRESS for an embedded one") from None
         return
-    ray.init(include_dashboard=False, **output)
+    ray.init(address="local", include_dashboard=False, **output)
     available = ray.cluster_resources()
     for resource, (needed, option) in (needs or {}).items():
         if needed > available.get(resource, 0):

@@ -43,11 +43,13 @@ import itertools
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Annotated, Any, Literal, Optional, Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from dynagen.platform.configs import UsageError, deep_merge, load_yaml_file, parse_assignment, preset_values, set_dotted, validate
+from dynagen.platform.configs import UsageError, deep_merge, field_at, load_yaml_file, parse_assignment, preset_values, set_dotted, validate
+from dynagen.platform.names import check_name, name_problem
+from dynagen.platform.registry import MAX_SEED
 
 DISTRIBUTIONS = ("grid", "uniform", "loguniform", "int", "choice")
 
@@ -55,7 +57,7 @@ DISTRIBUTIONS = ("grid", "uniform", "loguniform", "int", "choice")
 class Axis(BaseModel):
     """One searched config key: exactly one distribution."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # `builtins.int`: inside this class body the field named `int` shadows the type (its default, None,
     # would become the annotation and reject every bound).
@@ -94,31 +96,37 @@ class Axis(BaseModel):
 
 
 class Scheduler(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Literal["asha"] = "asha"
     max_t: int = Field(ge=1)
     grace_period: int = Field(1, ge=1)
     reduction_factor: float = Field(3.0, gt=1.0)
 
+    @model_validator(mode="after")
+    def _grace_within_max_t(self) -> "Scheduler":
+        if self.grace_period > self.max_t:
+            raise ValueError(f"grace_period {self.grace_period} is past max_t {self.max_t}; allowed: grace_period <= max_t")
+        return self
+
 
 class Resources(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    cpu: float = Field(1.0, ge=0)
+    cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
     workers: int = Field(1, ge=1)
 
 
 class SweepSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: Optional[str] = None
     experiment: str
     preset: Optional[str] = None
     fixed: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Axis] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1)
     num_samples: int = Field(1, ge=1)
     metric: str
     mode: Literal["min", "max"] = "min"
@@ -129,6 +137,22 @@ class SweepSpec(BaseModel):
     checkpoint_every: int = Field(100, ge=0)
     keep_checkpoints: int = Field(2, ge=1)
     search_seed: int = 0  # Optuna sampler seed
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_folder_name(cls, name: Optional[str]) -> Optional[str]:
+        problem = None if name is None else name_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+        if repeated:
+            raise ValueError(f"seed(s) {repeated} repeated (a repeat would rerun the same trial); allowed: distinct seeds")
+        return seeds
 
     @property
     def grid_axes(self) -> dict[str, list[Any]]:
@@ -163,6 +187,7 @@ def load_sweep_spec(path_or_name: str, overrides: Sequence[str] = (), num_sample
     reduced size (fewer steps, particles, samples) without copying its file."""
     path = Path(path_or_name)
     if not path.is_file():
+        check_name(path_or_name, "search_space")
         packaged = resources.files("dynagen.search_spaces") / f"{path_or_name}.yaml"
         if not packaged.is_file():
             allowed = ", ".join(packaged_search_spaces()) or "(none packaged)"
@@ -184,7 +209,7 @@ def load_sweep_spec(path_or_name: str, overrides: Sequence[str] = (), num_sample
         raw["seeds"] = list(seeds)
     spec = validate(SweepSpec, raw)
     if spec.name is None:
-        spec.name = path.stem
+        spec.name = check_name(path.stem, "name")
     check_against_experiment(spec)
     return spec
 
@@ -199,8 +224,14 @@ def check_against_experiment(spec: SweepSpec) -> None:
     fixed = deep_merge(preset_values(experiment, spec.preset), spec.fixed)
     if "seed" in spec.space or "seed" in spec.fixed:
         raise UsageError("space: seed is set by `seeds`, not by fixed/space")
+    if experiment.metrics and spec.metric not in experiment.metrics:
+        raise UsageError(f"metric: {experiment.name} never reports {spec.metric!r}; allowed: {', '.join(experiment.metrics)}")
     validate(experiment.config, fixed)
     for key, axis in spec.space.items():
+        _, annotation = field_at(experiment.config, tuple(key.split(".")))
+        if axis.kind in ("uniform", "loguniform") and annotation is builtins.int:
+            raise UsageError(f"space.{key}: {axis.kind} samples floats but {key} is an integer; allowed: int: [low, high] "
+                             f"(log: true for a log scale), grid or choice")
         for value in axis.candidates():
             values = deep_merge(fixed, {})  # a copy
             set_dotted(values, key, value)

@@ -152,6 +152,8 @@ TOY = Experiment(
     presets={"fast": {"steps": 10, "log_every": 2}, "adam": {"optimizer": "adam", "lr": 0.1}},
     backend="torch",
     description="4-parameter linear regression (test experiment)",
+    metrics=("loss", "weight_error", "start_step", "torch_threads", "niceness"),
+    checkpoint_keys=("model",),
 )
 
 TOY_JAX = Experiment(
@@ -162,6 +164,7 @@ TOY_JAX = Experiment(
     presets={},
     backend="jax",
     description="numpy regression run the way JAX experiments are run (test experiment)",
+    metrics=("loss", "weight_error"),
 )
 
 

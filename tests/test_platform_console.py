@@ -88,7 +88,7 @@ def test_sweep_prints_one_line_per_trial_and_a_failed_trial_names_its_full_log(t
     }))
     storage = tmp_path / "runs"
     code, lines = _run("sweep", str(spec), "--storage", str(storage))
-    assert code == 0, "\n".join(lines)
+    assert code == 1, "\n".join(lines)  # a sweep with a failed trial ran, and says so in its exit code
     trial_lines = [line for line in lines if line.startswith("trial ")]
     assert len(trial_lines) == 2, "\n".join(lines)
     completed = next(line for line in trial_lines if " completed at step 11 | loss " in line)

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from dynagen.platform.registry import Experiment, ExperimentConfig
+from dynagen.platform.registry import Experiment, ExperimentConfig, PathText
 
 # docs/gantk.md §6.2 arch configs (+ GELU and a tanh-like erf, §10's illustrations, for the activation sweep).
 # A named arch fills in these fields; fields given explicitly (preset, file, --set, sweep) still win.
@@ -51,9 +51,9 @@ class GanNtkConfig(ExperimentConfig):
     n_modes: int = Field(8, ge=1, description="components of the `ring` target (eight_gaussians: 8)")
     ring_radius: float = Field(5.0, gt=0, description="radius of the ring targets")
     ring_std: float = Field(0.5, gt=0, description="std of each ring component")
-    source_image: str | None = Field(None, description="grayscale image defining the source density (image_density)")
-    target_image: str | None = Field(None, description="grayscale image defining the target density (image_density)")
-    data_path: str | None = Field(None, description="MNIST idx file / folder, or folder of CelebA images")
+    source_image: PathText | None = Field(None, description="grayscale image defining the source density (image_density)")
+    target_image: PathText | None = Field(None, description="grayscale image defining the target density (image_density)")
+    data_path: PathText | None = Field(None, description="MNIST idx file / folder, or folder of CelebA images")
 
     # --- discriminator architecture (docs/gantk.md §1.1, §6.2) ---
     arch: Literal["custom", "relu", "relu_highbias", "relu_nobias", "sigmoid", "gelu", "erf", "rbf"] = Field(
@@ -100,8 +100,9 @@ class GanNtkConfig(ExperimentConfig):
     @model_validator(mode="before")
     @classmethod
     def _fill_arch(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("arch", "relu") in ARCHS:
-            return {**ARCHS[data.get("arch", "relu")], **data}
+        arch = data.get("arch", "relu") if isinstance(data, dict) else None
+        if isinstance(arch, str) and arch in ARCHS:  # anything else is left to the `arch` field's own validation
+            return {**ARCHS[arch], **data}
         return data
 
     @model_validator(mode="after")
@@ -170,4 +171,6 @@ EXPERIMENT = Experiment(
     description="GAN(TK)²: particle flows driven by finite and infinite-width (NTK) discriminators",
     analyses={"agreement": "dynagen.models.gantk.analyses:agreement", "paper": "dynagen.models.gantk.published:paper"},
     published="dynagen.models.gantk.published:compare",
+    metrics=("sinkhorn", "energy", "mmd2", "gen_loss", "ntk_rel_error"),
+    checkpoint_keys=("particles", "source", "targets"),
 )

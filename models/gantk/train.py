@@ -47,14 +47,16 @@ def checkpoint(state: FlowState, next_update: int, source: np.ndarray, targets: 
 
 
 def restore(template: FlowState, saved: Mapping[str, Any], flow: ParticleFlow) -> FlowState:
+    """``saved``: :func:`checkpoint`'s dict, its arrays as numpy arrays or as the torch tensors a checkpoint file
+    stores them as (docs/platform.md, "Checkpoints")."""
     def tree(like, leaves):
-        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), [jnp.asarray(a) for a in leaves])
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(like), [jnp.asarray(np.asarray(a)) for a in leaves])
 
-    x = jnp.asarray(saved["particles"], template.x.dtype)
+    x = jnp.asarray(np.asarray(saved["particles"]), template.x.dtype)
     if flow.sharding:
         x = jax.device_put(x, flow.sharding[0])
     return template._replace(
-        x=x, key=jnp.asarray(saved["key"]), d_frozen=tree(template.d_frozen, saved["d_frozen"]),
+        x=x, key=jnp.asarray(np.asarray(saved["key"])), d_frozen=tree(template.d_frozen, saved["d_frozen"]),
         d_opt=tree(template.d_opt, saved["d_opt"]), d_count=jnp.asarray(saved["d_count"], jnp.int32),
         gen_loss=jnp.asarray(saved["gen_loss"], template.gen_loss.dtype),
     )

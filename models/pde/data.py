@@ -99,7 +99,7 @@ def load_waves(config) -> torch.Tensor:
     files = sorted(Path(config.data_dir).glob("homogenous_wave*.pt"), key=sequence_id)
     if not files:
         raise FileNotFoundError(f"no homogenous_wave{{i}}.pt files in {config.data_dir}")
-    raw = torch.stack([torch.load(f, map_location="cpu")["simul"].float() for f in files])
+    raw = torch.stack([torch.load(f, map_location="cpu", weights_only=True)["simul"].float() for f in files])  # data, never code
     return wave.preprocess(raw, resolution=config.resolution)
 
 

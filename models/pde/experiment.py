@@ -12,13 +12,13 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig
+from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig, PathText
 
 
 class PDEConfig(ExperimentConfig):
     # data (docs/pde.md §5)
     dataset: Literal["wave", "wave_partial", "mnist", "chairs", "taxibj", "sst"] = "wave"
-    data_dir: str | None = None  # user files (layouts in models/pde/data.py); WaveEq/MNIST are generated without it
+    data_dir: PathText | None = None  # user files (layouts in models/pde/data.py); WaveEq/MNIST are generated without it
     n_sequences: int = Field(300, ge=5, description="simulated WaveEq sequences when data_dir is unset")
     data_seed: int = 42
     resolution: Literal[64, 32] = 64  # WaveEq only: 32 = 2×2 average pooling (docs/pde.md §8)
@@ -168,4 +168,6 @@ EXPERIMENT = Experiment(
     backend="torch",
     description="PDE-driven spatiotemporal disentanglement (E_S → w, E_T → y, dy/dt = f(y), u = D(w, y))",
     published="dynagen.models.pde.published:compare",
+    metrics=("loss", "loss/ae", "loss/s", "loss/pred", "loss/t", "lr", "epoch", "steps_per_s"),
+    checkpoint_keys=("model",),
 )

@@ -10,7 +10,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig
+from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig, PathText
 
 Dataset = Literal["smmnist", "mmnist", "kth", "human", "bair"]  # mmnist = deterministic Moving MNIST
 
@@ -18,7 +18,7 @@ Dataset = Literal["smmnist", "mmnist", "kth", "human", "bair"]  # mmnist = deter
 class SRVPConfig(ExperimentConfig):
     # --- data (docs/srvp.md §5, §6)
     dataset: Dataset = "smmnist"
-    data_dir: Optional[str] = Field(None, description="MNIST IDX files or mnist.npz / preprocessed dataset; None = sklearn digits (Moving MNIST only)")
+    data_dir: Optional[PathText] = Field(None, description="MNIST IDX files or mnist.npz / preprocessed dataset; None = sklearn digits (Moving MNIST only)")
     nx: Literal[32, 64] = 64
     ndigits: int = Field(2, ge=1, le=4)
     max_speed: int = Field(4, ge=1)
@@ -129,8 +129,9 @@ class SRVPEvaluateOptions(EvaluateOptions):
     batch_size: Optional[int] = Field(None, ge=1, description="clips per evaluation batch (16)")
     device: Optional[str] = Field(None, description="cpu, cuda, cuda:1 ... (default: the first GPU, else the CPU)")
     n_euler_steps_test: Optional[int] = Field(None, ge=1, description="Euler sub-steps per frame at test time")
-    lpips: Optional[str] = Field(None, description="TorchScript file of the LPIPS network")
-    fvd: Optional[str] = Field(None, description="TorchScript file of the I3D network")
+    # TorchScript files are programs: loading one runs its code, by design (README, "Security")
+    lpips: Optional[PathText] = Field(None, description="TorchScript file of the LPIPS network (runs its code: use trusted files)")
+    fvd: Optional[PathText] = Field(None, description="TorchScript file of the I3D network (runs its code: use trusted files)")
 
 
 EXPERIMENT = Experiment(
@@ -144,4 +145,6 @@ EXPERIMENT = Experiment(
     description="Stochastic Latent Residual Video Prediction (Franceschi et al. 2020) on Moving MNIST, KTH, Human3.6M, BAIR",
     importers={"released": "dynagen.models.srvp.released:import_released"},
     published="dynagen.models.srvp.published:compare",
+    metrics=("train/loss", "train/nll", "train/kl_y", "train/kl_z", "train/l2_res", "lr", "val/psnr"),
+    checkpoint_keys=("model",),
 )

@@ -35,4 +35,6 @@ EXPERIMENT = Experiment(
     presets={"cpu": {"steps": 60, "log_every": 10}},
     backend="torch",
     description="template: a small MLP fitting y = sin(x) (copy this folder to add a model)",
+    metrics=("loss",),  # every name train() reports: a sweep's metric must be one of them
+    checkpoint_keys=("model",),  # what evaluate reads from a checkpoint
 )
