@@ -343,10 +343,10 @@ def _summary_callback_class():
 
             metric = self.settings.metric
             value = f" | {metric} {metrics[metric]:.4g}" if metric in metrics and isinstance(metrics[metric], (int, float)) else ""
-            why = f": {reason}" if reason else ""
+            why = f": {reason}" if reason else f" at step {step}"  # a reason names where it happened
             log = f" (full log: {self._log(trial_id)})" if status in ("error", "diverged") else ""
             shown = " ".join(f"{key}={v}" for key, v in params.items())
-            say(f"trial {trial_id} {status} at step {step}{value}{f' ({shown})' if shown else ''}{why}{log}")
+            say(f"trial {trial_id} {status}{why}{value}{f' ({shown})' if shown else ''}{log}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._write(trial, "completed")

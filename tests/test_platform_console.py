@@ -92,7 +92,7 @@ def test_sweep_prints_one_line_per_trial_and_a_failed_trial_names_its_full_log(t
     trial_lines = [line for line in lines if line.startswith("trial ")]
     assert len(trial_lines) == 2, "\n".join(lines)
     completed = next(line for line in trial_lines if " completed at step 11 | loss " in line)
-    failed = next(line for line in trial_lines if " error at step " in line)
+    failed = next(line for line in trial_lines if " error: " in line)
     assert "fail_at_step=-1" in completed and "injected failure at step 5" in failed
     log = Path(failed.split("full log: ")[1].rstrip(")"))
     assert log.is_file() and "RuntimeError: injected failure" in log.read_text()  # the traceback is in the trial's log
