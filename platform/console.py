@@ -39,25 +39,36 @@ def log_path(folder: Path, name: str) -> Path:
     return Path(folder) / LOG_DIR / name
 
 
-def quiet_driver(folder: Path) -> Path:
-    """Route the driver's Python logging (Ray's, Tune's, absl's...) to ``<folder>/logs/driver.log`` and silence
-    Tune's reporter; call before Ray starts, which then runs with ``configure_logging=False`` (it clears the
-    "ray" logger's handlers; its records then propagate to the root logger's file handler). Returns the path."""
-    import ray  # noqa: F401  (importing Ray sets up the "ray" logger: undone below)
+@contextlib.contextmanager
+def quiet_driver(folder: Path) -> Iterator[Path]:
+    """While the block runs: the driver's Python logging (Ray's, Tune's, absl's...) into ``<folder>/logs/driver.log``
+    and Tune's reporter silent; entered before Ray starts, which then runs with ``configure_logging=False`` (it
+    clears the "ray" logger's handlers; its records then propagate to the root logger's file handler). Everything
+    is put back afterwards (``cli.main`` may run in a longer-lived process: a notebook, the tests)."""
+    import ray  # noqa: F401  (importing Ray sets up the "ray" logger: replaced below, restored after)
 
     path = log_path(folder, DRIVER_LOG)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s -- %(message)s"))
     root = logging.getLogger()
+    loggers = [logging.getLogger(name) for name in RAY_LOGGERS]
+    saved = root.handlers[:], [(logger.handlers[:], logger.propagate) for logger in loggers], os.environ.get("RAY_AIR_NEW_OUTPUT")
     root.handlers = [handler]
-    root.setLevel(logging.INFO)
-    for name in RAY_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.handlers = []
-        logger.propagate = True
+    for logger in loggers:
+        logger.handlers, logger.propagate = [], True
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    return path
+    try:
+        yield path
+    finally:
+        root.handlers = saved[0]
+        for logger, (handlers, propagate) in zip(loggers, saved[1]):
+            logger.handlers, logger.propagate = handlers, propagate
+        if saved[2] is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = saved[2]
+        handler.close()
 
 
 def tune_loggers() -> list[Any]:

@@ -312,40 +312,40 @@ def run_training(
     _, _, canonical = resolve_storage(storage)
     name = run_name(experiment, canonical, name, resume, "ray")
     log_dir, _ = run_dir_for(canonical, name)  # this machine's copy of the run folder (a staging folder for a URI)
-    if not verbose:
-        console.quiet_driver(log_dir)  # before Ray starts: its start-up lines go to the log too
-    ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")},
-               quiet=not verbose)
-    config_dict = config.model_dump(mode="json")
-    write_run_config(canonical, name, experiment, config_dict)
-    settings = RunSettings(
-        storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
-        cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict, verbose=verbose,
-        tracker=tracker,
-    )
-    run_dir = Path(run_path(canonical, name))
-    if not verbose:
-        _header(experiment, config, name, run_dir, f"Ray, {workers} worker{'s' if workers > 1 else ''}",
-                f"{workers} GPU" if use_gpu else "cpu", bool(resume))
-    monitor = contextlib.nullcontext() if verbose else console.RunMonitor(log_dir, f"{experiment.name} {name}")
-    if not backend_of(experiment).in_trainer(workers, single_run=True):
-        with monitor:
-            (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
-        return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)
+    # Ray's and Tune's logging into the run's log while the run goes (from before Ray starts: its start-up lines too)
+    with contextlib.nullcontext() if verbose else console.quiet_driver(log_dir):
+        ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")},
+                   quiet=not verbose)
+        config_dict = config.model_dump(mode="json")
+        write_run_config(canonical, name, experiment, config_dict)
+        settings = RunSettings(
+            storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
+            cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict, verbose=verbose,
+            tracker=tracker,
+        )
+        run_dir = Path(run_path(canonical, name))
+        if not verbose:
+            _header(experiment, config, name, run_dir, f"Ray, {workers} worker{'s' if workers > 1 else ''}",
+                    f"{workers} GPU" if use_gpu else "cpu", bool(resume))
+        monitor = contextlib.nullcontext() if verbose else console.RunMonitor(log_dir, f"{experiment.name} {name}")
+        if not backend_of(experiment).in_trainer(workers, single_run=True):
+            with monitor:
+                (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
+            return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)
 
-    run = Run(settings, experiment.name, name, config, writes=False)  # the driver: the summary row only
-    try:
-        with monitor:
-            result = _torch_trainer(experiment, config_dict, settings, name, canonical, name).fit()
-    except BaseException:
-        run.write_summary("error", -1, {})
-        raise
-    final = read_final_report(canonical, name)
-    status, reason, metrics = final_status(final)
-    run.write_summary(status, int(final.get("step", -1)), metrics, reason=reason)
-    checkpoint = result.checkpoint
-    return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical, status, reason)
+        run = Run(settings, experiment.name, name, config, writes=False)  # the driver: the summary row only
+        try:
+            with monitor:
+                result = _torch_trainer(experiment, config_dict, settings, name, canonical, name).fit()
+        except BaseException:
+            run.write_summary("error", -1, {})
+            raise
+        final = read_final_report(canonical, name)
+        status, reason, metrics = final_status(final)
+        run.write_summary(status, int(final.get("step", -1)), metrics, reason=reason)
+        checkpoint = result.checkpoint
+        return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical, status, reason)
 
 
 def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[tuple[str, str | None, dict[str, float]], str | None]:

@@ -39,6 +39,7 @@ store returns at once, should Tune's own snapshot predate its completion).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import itertools
 import os
 from importlib import resources
@@ -313,47 +314,47 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
     # Persist Tune's experiment state often, so that an interrupted sweep loses little.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     workers = spec.resources.workers
-    if not verbose:
-        console.quiet_driver(run_dir_for(canonical, spec.name)[0])
-    ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
-                "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")}, quiet=not verbose)
-    summaries = summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)
-    callbacks = [summaries, *console.tune_loggers()]
-    if not verbose:
-        callbacks.append(console.sweep_status(spec.num_trials(), spec.metric, spec.mode, summaries.outcomes))
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
-                                    backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
-    if resume:
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-    else:
-        space, searcher, num_samples = _search(spec)
-        scheduler = None
-        if spec.scheduler is not None:
-            scheduler = tune.schedulers.ASHAScheduler(time_attr="step", max_t=spec.scheduler.max_t,
-                                                      grace_period=spec.scheduler.grace_period,
-                                                      reduction_factor=spec.scheduler.reduction_factor)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
-                                        num_samples=num_samples, max_concurrent_trials=max_concurrent or spec.max_concurrent,
-                                        # in-process trials reuse their worker process (imports paid once)
-                                        reuse_actors=not backend.in_trainer(workers, single_run=False)),
-            run_config=tune.RunConfig(
-                name=spec.name, storage_path=canonical,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-                callbacks=callbacks,
-                verbose=1 if verbose else 0,
-            ),
-        )
-    print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}, results in {join(canonical, spec.name, 'results')}", flush=True)
-    if not verbose:
-        print(f"logs: {join(canonical, spec.name, console.LOG_DIR)}/ and each trial's logs/ (-v to show them here)", flush=True)
-    grid = tuner.fit()
-    if not verbose:
-        _print_table(canonical, spec)
-    return grid
+    # Ray's and Tune's logging into the sweep's log while it runs (from before Ray starts: its start-up lines too)
+    with contextlib.nullcontext() if verbose else console.quiet_driver(run_dir_for(canonical, spec.name)[0]):
+        ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
+                    "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")}, quiet=not verbose)
+        summaries = summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)
+        callbacks = [summaries, *console.tune_loggers()]
+        if not verbose:
+            callbacks.append(console.sweep_status(spec.num_trials(), spec.metric, spec.mode, summaries.outcomes))
+        trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
+                                        backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
+        if resume:
+            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+        else:
+            space, searcher, num_samples = _search(spec)
+            scheduler = None
+            if spec.scheduler is not None:
+                scheduler = tune.schedulers.ASHAScheduler(time_attr="step", max_t=spec.scheduler.max_t,
+                                                          grace_period=spec.scheduler.grace_period,
+                                                          reduction_factor=spec.scheduler.reduction_factor)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space,
+                tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
+                                            num_samples=num_samples, max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                                            # in-process trials reuse their worker process (imports paid once)
+                                            reuse_actors=not backend.in_trainer(workers, single_run=False)),
+                run_config=tune.RunConfig(
+                    name=spec.name, storage_path=canonical,
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                    callbacks=callbacks,
+                    verbose=1 if verbose else 0,
+                ),
+            )
+        print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}, results in {join(canonical, spec.name, 'results')}", flush=True)
+        if not verbose:
+            print(f"logs: {join(canonical, spec.name, console.LOG_DIR)}/ and each trial's logs/ (-v to show them here)", flush=True)
+        grid = tuner.fit()
+        if not verbose:
+            _print_table(canonical, spec)
+        return grid
 
 
 def _print_table(storage: str, spec: SweepSpec) -> None:
