@@ -14,6 +14,7 @@ import tempfile
 from typing import Any, Sequence
 
 from dynagen.platform.configs import UsageError, format_table
+from dynagen.platform.provenance import COMMIT_COLUMN, VERSION_COLUMN
 from dynagen.platform.results import CONFIG_PREFIX, FIXED_COLUMNS, read_results, write_bytes_atomically
 
 NON_METRIC_COLUMNS = (*FIXED_COLUMNS, "experiment")
@@ -105,6 +106,16 @@ def summarize(storage: str, sweep: str, group_by: Sequence[str] | None = None, m
     return rows
 
 
+def code_versions(storage: str, sweep: str) -> dict[str, int]:
+    """``version@commit`` -> number of summary rows it produced (rows written before provenance: ``unknown``)."""
+    from collections import Counter
+
+    frame = _load(storage, sweep, "summary")
+    text = lambda column: [v if isinstance(v, str) else None for v in frame[column]] if column in frame else [None] * len(frame)  # noqa: E731
+    return dict(Counter(f"{version}@{(commit or 'no-git')[:12]}" if version else "unknown"
+                        for version, commit in zip(text(VERSION_COLUMN), text(COMMIT_COLUMN))))
+
+
 def write_summary_files(storage: str, sweep: str, rows: list[dict[str, Any]]) -> tuple[str, str]:
     import pandas as pd
     import pyarrow as pa
@@ -127,6 +138,10 @@ def print_summary(storage: str, sweep: str, group_by=None, metrics=None, analysi
     rows = summarize(storage, sweep, group_by, metrics)
     print(format_table(rows))
     print(f"means and 95% CIs over {' and '.join(AGGREGATED_STATUSES)} trials; diverged and failed trials have no metric values")
+    versions = code_versions(storage, sweep)
+    if len(versions) > 1:
+        shown = ", ".join(f"{version} ({count} trials)" for version, count in versions.items())
+        print(f"note: these rows come from {len(versions)} versions of the code: {shown}")
     for path in write_summary_files(storage, sweep, rows):
         print(f"wrote {path}")
     return rows
@@ -190,3 +205,153 @@ def plot_curves(storage: str, sweep: str, metrics: Sequence[str] | None = None, 
             paths.append(write_bytes_atomically(storage, f"{sweep}/plots/{safe}.png", handle.read()))
         plt.close(figure)
     return paths
+
+
+# --------------------------------------------------------------------------------------------
+# report.html: one self-contained page to hand a collaborator
+# --------------------------------------------------------------------------------------------
+
+IMAGE_TYPES = {".png": "image/png", ".gif": "image/gif"}
+IMAGES_PER_RUN = 4  # the latest image of each kind (flow_*, samples_*...), at most this many kinds
+
+
+def _html_table(rows: list[dict[str, Any]]) -> str:
+    import html
+
+    if not rows:
+        return "<p>(no rows)</p>"
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell(row.get(c)))}</td>" for c in columns) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _inline_image(data: bytes, suffix: str, title: str) -> str:
+    import base64
+    import html
+
+    encoded = base64.b64encode(data).decode()
+    return (f'<figure><img alt="{html.escape(title)}" src="data:{IMAGE_TYPES[suffix]};base64,{encoded}">'
+            f"<figcaption>{html.escape(title)}</figcaption></figure>")
+
+
+def run_images(run_dir, exclude: set[str] = frozenset()) -> list[Any]:
+    """The latest image of each kind a run wrote (``plots/flow_00000300.png`` is kind ``plots/flow``), by kind;
+    ``exclude``: file names left out (the metric plots ``dynagen report`` writes into a single run's plots/)."""
+    import re
+    from pathlib import Path
+
+    latest: dict[str, Any] = {}
+    for path in sorted(Path(run_dir).rglob("*")):
+        if path.suffix not in IMAGE_TYPES or path.name in exclude or "tensorboard" in path.parts or "eval" in path.parts:
+            continue
+        kind = re.sub(r"[_-]?\d+$", "", str(path.relative_to(run_dir).with_suffix("")))
+        if kind not in latest or path.stat().st_mtime >= latest[kind].stat().st_mtime:
+            latest[kind] = path
+    return [latest[kind] for kind in sorted(latest)][:IMAGES_PER_RUN]
+
+
+def _provenance_rows(folders) -> list[dict[str, Any]]:
+    """One row per distinct (code, libraries, machine) among the runs' provenance.json files."""
+    import json
+
+    from dynagen.platform.provenance import PROVENANCE_FILE
+
+    counts: dict[tuple, dict[str, Any]] = {}
+    for folder in folders:
+        try:
+            document = json.loads((folder / PROVENANCE_FILE).read_text())
+        except FileNotFoundError:
+            continue
+        packages = ", ".join(f"{name} {version}" for name, version in document.get("packages", {}).items() if version)
+        gpus = document.get("gpus") or {}
+        row = {"dynagen": document.get("dynagen"), "commit": (document.get("git_commit") or "")[:12],
+               "dirty": document.get("git_dirty"), "python": document.get("python"), "packages": packages,
+               "host": document.get("host"), "cpus": document.get("cpu_count"),
+               "gpus": f"{gpus.get('count')} x {gpus['names'][0]}" if gpus else "none", "data": document.get("data_source")}
+        key = tuple(row.values())
+        entry = counts.setdefault(key, {**row, "runs": 0, "first start": document.get("start_time"), "last end": None})
+        entry["runs"] += 1
+        entry["first start"] = min(filter(None, [entry["first start"], document.get("start_time")]), default=None)
+        entry["last end"] = max(filter(None, [entry["last end"], document.get("end_time")]), default=None)
+    return list(counts.values())
+
+
+REPORT_STYLE = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;margin:1em 0}
+th,td{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}th{background:#eef}
+figure{display:inline-block;margin:0 1em 1em 0}img{max-width:560px;border:1px solid #ddd}figcaption{font-size:12px;color:#555}
+h2{border-bottom:1px solid #ddd;padding-bottom:4px}"""
+
+
+def write_report(storage: str, name: str, metrics: Sequence[str] | None = None, group_by: Sequence[str] | None = None,
+                 plots: Sequence[str] = (), mode: str = "min") -> str:
+    """``<storage>/<name>/report.html``: one self-contained page (images inlined as base64, no external
+    resources). For a sweep: the comparison table with 95 % CIs, the metric plots, the experiment's analyses
+    (e.g. GAN(TK)²'s finite <-> infinite agreement), per group the best trial's latest images, and a provenance
+    summary; for a single run: its final metrics, curves, images and provenance. ``mode``: whether the first
+    metric's best is its min or max. Returns its path."""
+    import html
+    import json
+    from pathlib import Path
+
+    import pyarrow.fs as pafs
+
+    from dynagen.platform.registry import UnknownExperiment, get
+    from dynagen.platform.results import join, resolve_storage
+
+    filesystem, base, canonical = resolve_storage(storage)
+    folder = Path(join(base, name))  # run and trial folders are read locally (images, provenance)
+    local = isinstance(filesystem, pafs.LocalFileSystem)
+    trials_dir = folder / "trials"
+    is_sweep = local and trials_dir.is_dir()
+    summary = _load(storage, name, "summary")
+    experiment_name = str(summary["experiment"].iloc[0])
+    if metrics:  # a metric only logged per step (no final value) has a plot but no column in the table
+        metrics = [m for m in metrics if m in metric_columns(summary, None)] or None
+    sections = [f"<h1>{html.escape(name)}</h1><p>{'sweep' if is_sweep else 'run'} of <b>{html.escape(experiment_name)}</b>, "
+                f"{len(summary)} trial{'s' if len(summary) != 1 else ''}; means and 95% CIs over completed and stopped trials</p>"]
+    rows = summarize(storage, name, group_by, metrics)
+    sections.append("<h2>Comparison</h2>" + _html_table(rows))
+    if not is_sweep and local and (folder / "metrics.json").is_file():
+        final = json.loads((folder / "metrics.json").read_text())
+        sections.append("<h2>Final metrics</h2>" + _html_table([{"metric": k, "value": v} for k, v in sorted(final.items())]))
+    figures = []
+    for path in plots:
+        with filesystem.open_input_stream(base + path[len(canonical):]) as handle:
+            figures.append(_inline_image(handle.read(), ".png", Path(path).stem))
+    sections.append("<h2>Metrics</h2>" + "".join(figures))
+    try:
+        analyses = list(get(experiment_name).analyses)
+    except UnknownExperiment:  # rows of an experiment this installation does not have: no analyses to run
+        analyses = []
+    for analysis in analyses:
+        try:
+            sections.append(f"<h2>Analysis: {html.escape(analysis)}</h2>" + _html_table(run_analysis(storage, name, analysis)))
+        except Exception as error:  # an analysis that does not apply to this sweep (e.g. no infinite-width trials)
+            sections.append(f"<h2>Analysis: {html.escape(analysis)}</h2><p>not available: {html.escape(str(error))}</p>")
+    if local:
+        if is_sweep:
+            keys = grouping_columns(summary, group_by)
+            metric = next(iter(metric_columns(summary, metrics)), None)
+            done = summary[summary["status"].isin(AGGREGATED_STATUSES)]
+            groups = done.groupby(keys, dropna=False, sort=True) if keys else [((), done)]
+            blocks = []
+            for key_values, group in groups:
+                key_values = key_values if isinstance(key_values, tuple) else (key_values,)
+                label = ", ".join(f"{c[len(CONFIG_PREFIX):]}={v}" for c, v in zip(keys, key_values)) or name
+                best = group.sort_values(metric, ascending=mode == "min").iloc[0] if metric else group.iloc[0]
+                images = run_images(trials_dir / str(best["trial_id"]))
+                title = f"{label}: best trial {best['trial_id']}" + (f" ({metric} {best[metric]:.4g})" if metric else "")
+                blocks.append(f"<h3>{html.escape(title)}</h3>" + "".join(
+                    _inline_image(p.read_bytes(), p.suffix, str(p.relative_to(trials_dir))) for p in images))
+            sections.append("<h2>Samples: the best trial of each group</h2>" + "".join(blocks))
+            run_folders = sorted(p for p in trials_dir.iterdir() if p.is_dir())
+        else:
+            sections.append("<h2>Samples</h2>" + "".join(_inline_image(p.read_bytes(), p.suffix, str(p.relative_to(folder)))
+                                                        for p in run_images(folder, {Path(p).name for p in plots})))
+            run_folders = [folder]
+        sections.append("<h2>Provenance</h2>" + _html_table(_provenance_rows(run_folders)))
+    document = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(name)}: dynagen report</title>"
+                f"<style>{REPORT_STYLE}</style></head><body>{''.join(sections)}</body></html>")
+    return write_bytes_atomically(storage, f"{name}/report.html", document.encode())

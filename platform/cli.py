@@ -21,6 +21,7 @@ from dynagen.platform.names import check_name
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1  # the command ran, but a run diverged or trials failed
+TRACKER_NAMES = ("mlflow", "wandb")  # platform/trackers.py (not imported here: `dynagen --help` stays fast)
 
 
 def _experiment(name: str):
@@ -39,6 +40,20 @@ def _storage(storage: str | None) -> str:
         return check_storage(storage)
     except StorageError as error:
         raise UsageError(str(error)) from None
+
+
+def _tracker(kind: str | None, storage: str) -> str | None:
+    """``--tracker``: its package must be installed, and MLflow's default store is a local folder."""
+    import importlib.util
+    import os
+
+    if kind is None:
+        return None
+    if importlib.util.find_spec(kind) is None:
+        raise UsageError(f"tracker: {kind} is not installed; allowed: pip install 'dynagen[trackers]'")
+    if kind == "mlflow" and "://" in storage and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise UsageError("tracker: mlflow's default store is <storage>/mlruns, a local folder; allowed: a local --storage, or MLFLOW_TRACKING_URI")
+    return kind
 
 
 def _first_line(error: BaseException) -> str:
@@ -83,20 +98,22 @@ def cmd_train(args: argparse.Namespace) -> int:
             from dynagen.platform.launch import train_locally
 
             result = train_locally(experiment, config, storage=storage, name=args.name, resume=args.resume,
-                                   checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker)
+                                   checkpoint_every=args.checkpoint_every, use_gpu=args.gpu, cpus=args.cpus_per_worker,
+                                   verbose=args.verbose, show_progress=True, tracker=_tracker(args.tracker, storage))
         else:
             from dynagen.platform.launch import run_training
 
             result = run_training(
                 experiment, config, workers=args.workers, use_gpu=args.gpu, storage=storage, name=args.name,
                 resume=args.resume, checkpoint_every=args.checkpoint_every, keep_checkpoints=args.keep,
-                max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1,
+                max_failures=args.max_failures, cpus_per_worker=args.cpus_per_worker or 1, verbose=args.verbose,
+                tracker=_tracker(args.tracker, storage),
             )
             print(f"latest checkpoint: {result.checkpoint_path}")
     except (UsageError, KeyboardInterrupt):
         raise
     except Exception as error:  # the run started and failed: its summary row says so, and so does the exit code
-        where = "error.txt in its run folder" if args.local else "Ray's log above"
+        where = "error.txt in its run folder" if args.local else ("Ray's log above" if args.verbose else "logs/ in its run folder")
         print(f"dynagen: {experiment.name} run failed: {_first_line(error)} (traceback: {where})", file=sys.stderr)
         return EXIT_FAILED
     if result.status == "diverged":
@@ -262,7 +279,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     spec = load_sweep_spec(args.search_space, overrides=args.set or [], num_samples=args.num_samples, seeds=args.seeds)
     storage = _storage(args.storage)
-    grid = run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent)
+    grid = run_sweep(spec, storage=storage, resume=args.resume, max_concurrent=args.max_concurrent, verbose=args.verbose,
+                     tracker=_tracker(args.tracker, storage))
     failed = [result for result in grid if result.error is not None]
     if not failed:
         return 0
@@ -279,11 +297,13 @@ def cmd_results(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from dynagen.platform.analysis import plot_curves
+    from dynagen.platform.analysis import plot_curves, write_report
 
     check_name(args.sweep, "sweep")
-    for path in plot_curves(_storage(args.storage), args.sweep, metrics=args.metric, group_by=args.group_by):
-        print(path)
+    storage = _storage(args.storage)
+    plots = plot_curves(storage, args.sweep, metrics=args.metric, group_by=args.group_by)
+    print(f"plots: {', '.join(plots)}")
+    print(f"report: {write_report(storage, args.sweep, metrics=args.metric, group_by=args.group_by, plots=plots, mode=args.mode)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -337,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--keep", type=at_least(1), default=3, metavar="K", help="keep the last K checkpoints (default 3)")
     train.add_argument("--max-failures", type=at_least(0), default=0, metavar="F", help="restarts from the latest checkpoint after worker failures")
     train.add_argument("--local", action="store_true", help="run in this process without Ray")
+    train.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' output (default: in the run's logs/)")
+    train.add_argument("--tracker", choices=TRACKER_NAMES, help="also send the run to MLflow (local store) or W&B (offline)")
     train.set_defaults(handler=cmd_train)
 
     sweep = commands.add_parser("sweep", help="hyperparameter sweep from a search-space YAML (Ray Tune + Optuna)")
@@ -348,6 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--num-samples", type=at_least(1), metavar="N", help="override the spec's num_samples")
     sweep.add_argument("--seeds", type=at_least(0), nargs="+", metavar="S", help="override the spec's seeds")
     sweep.add_argument("--storage", help=storage_help)
+    sweep.add_argument("-v", "--verbose", action="store_true", help="show Ray's, Tune's and the libraries' output (default: in the sweep's logs/)")
+    sweep.add_argument("--tracker", choices=TRACKER_NAMES, help="one MLflow/W&B run per trial, grouped by the sweep")
     sweep.set_defaults(handler=cmd_sweep)
 
     results = commands.add_parser("results", help="aggregate a sweep: mean and 95%% CI over seeds per group")
@@ -358,8 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     results.add_argument("--storage", help=storage_help)
     results.set_defaults(handler=cmd_results)
 
-    report = commands.add_parser("report", help="PNG plots of metric curves per group")
-    report.add_argument("sweep")
+    report = commands.add_parser("report", help="PNG plots of metric curves per group, and one self-contained report.html")
+    report.add_argument("sweep", metavar="SWEEP_OR_RUN")
+    report.add_argument("--mode", choices=("min", "max"), default="min", help="whether the first metric is best at its min (default) or max")
     report.add_argument("--metric", nargs="+", metavar="M", help="metrics to plot (default: all)")
     report.add_argument("--group-by", nargs="+", metavar="KEY")
     report.add_argument("--storage", help=storage_help)

@@ -79,6 +79,8 @@ class RunContext(Protocol):
 
     def set_total_steps(self, total: int) -> None: ...  # when the loop's length is not the config's `steps`
 
+    def progress(self, phase: str, done: int, total: int) -> None: ...  # a validation/evaluation phase's progress
+
 
 def tensorboard_without_tensorflow() -> None:
     """Make TensorBoard use its TF stub (its documented ``tensorboard.compat.notf`` switch) unless
@@ -99,37 +101,60 @@ def tensorboard_writer(log_dir: Path) -> Any:
 
 
 class Progress:
-    """A progress line at most every ``every_s`` seconds: step, metrics, steps/s, ETA.
+    """A run's progress: step out of the total, key metrics, steps/s, ETA, and the phase running (validation,
+    evaluation) with its own count and ETA.
 
     It shows ``step`` (docs/platform.md, "Steps") out of the total, and the total itself on the final
-    report, so it never runs past the total."""
+    report, so it never runs past the total. Where it goes (platform/console.py): ``display`` shows it in this
+    process (``--local``, and Ray workers under ``-v``), ``run_dir`` gets ``progress.json`` (at most once a
+    second, and on the final report) for the driver's monitor."""
 
-    def __init__(self, label: str, total_steps: int | None, every_s: float):
+    def __init__(self, label: str, total_steps: int | None, every_s: float, *, display: Any = None, run_dir: Path | None = None):
         self.label, self.total, self.every_s = label, total_steps, every_s
-        self._start_time = self._last_print = time.monotonic()
+        self.display, self.run_dir = display, run_dir
+        self._start_time = self._last_write = time.monotonic()
         self._start_step: int | None = None
+        self._state: dict[str, Any] | None = None
+        self._phase_start = 0.0
 
     def update(self, step: int, metrics: Mapping[str, float], final: bool) -> None:
         now = time.monotonic()
         if self._start_step is None:
             self._start_step, self._start_time = step, now
-            return
-        if not final and now - self._last_print < self.every_s:
-            return
-        self._last_print = now
         rate = (step - self._start_step) / max(now - self._start_time, 1e-9)
-        shown = " | ".join(f"{k} {v:.4g}" for k, v in list(metrics.items())[:4])
         position = min(step, self.total) if self.total else step
         if final and self.total:
             position = self.total
-        total = f"/{self.total}" if self.total else ""
-        eta = ""
-        if self.total and rate > 0 and not final:
-            seconds = int(max(self.total - step, 0) / rate)
-            eta = f" | ETA {seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-        # sys.stdout directly: Ray Train's patched print() would echo the line twice on the driver
-        sys.stdout.write(f"[{self.label}] step {position}{total} | {shown} | {rate:.2f} steps/s{eta}\n")
-        sys.stdout.flush()
+        eta = max(self.total - step, 0) / rate if self.total and rate > 0 and not final else None
+        self._state = {"step": position, "total": self.total, "metrics": dict(list(metrics.items())[:4]),
+                       "steps_per_s": rate if rate > 0 else None, "eta_s": eta, "final": final, "phase": None}
+        self._emit(final)
+
+    def phase(self, name: str, done: int, total: int) -> None:
+        """``done`` of ``total`` items (batches, samples) of a phase that is not a training step; its ETA from
+        the phase's own rate (the clock starts at ``done == 0``)."""
+        now = time.monotonic()
+        if done == 0:
+            self._phase_start = now
+        rate = done / max(now - self._phase_start, 1e-9)
+        state = dict(self._state or {"step": 0, "total": self.total, "metrics": {}, "steps_per_s": None, "eta_s": None, "final": False})
+        state["phase"] = {"name": name, "done": done, "total": total, "eta_s": (total - done) / rate if rate > 0 else None}
+        self._state = state
+        self._emit(done >= total)
+
+    def _emit(self, force: bool) -> None:
+        if self.display is not None:
+            self.display.show(self._state)
+        now = time.monotonic()
+        if self.run_dir is not None and (force or now - self._last_write >= 1.0):
+            self._last_write = now
+            from dynagen.platform.console import write_progress
+
+            write_progress(self.run_dir, self._state)
+
+    def close(self) -> None:
+        if self.display is not None:
+            self.display.close()
 
 
 class BaseContext:
@@ -177,6 +202,11 @@ class BaseContext:
         if self._progress is not None:
             self._progress.total = total
 
+    def progress(self, phase: str, done: int, total: int) -> None:
+        """A phase that is not training (validation, evaluation): ``done`` of ``total`` items; rank 0 shows it."""
+        if self.is_main and self._progress is not None:
+            self._progress.phase(phase, done, total)
+
     def _checkpoint_due(self, step: int, final: bool) -> bool:
         every = self.checkpoint_every
         return final or (every > 0 and step > 0 and step % every == 0)
@@ -218,6 +248,8 @@ class BaseContext:
     def close(self) -> None:
         if not self.is_main:
             return
+        if self._progress is not None:
+            self._progress.close()
         if self._writer is not None:
             self._writer.close()
         if self.run is not None:

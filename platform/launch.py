@@ -16,6 +16,7 @@ as one Tune function trial with the same context semantics (``prepare_*`` are th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import traceback
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from dynagen.platform import console
 from dynagen.platform.backends import backend_of
 from dynagen.platform.configs import UsageError
 from dynagen.platform.context import Diverged, LocalContext, Progress, TrainContext, TuneContext
@@ -54,11 +56,36 @@ def _train(experiment: Experiment, config: ExperimentConfig, ctx, metric: str | 
             ctx.close()
     except Diverged as error:
         report = diverged_report(error, metric)
+    except BaseException:
+        if ctx.run is not None:
+            ctx.run.failed()
+        raise
     return ctx.finish(report)
 
 
 def _progress(experiment: Experiment, trial_id: str, run: Run, settings: RunSettings) -> Progress:
-    return Progress(f"{experiment.name} {trial_id}", run.total_steps, settings.progress_every_s)
+    """A Ray worker's progress: ``progress.json`` for the driver's monitor, or under ``-v`` a line in its output
+    every ``progress_every_s`` as before."""
+    label = f"{experiment.name} {trial_id}"
+    if settings.verbose:
+        return Progress(label, run.total_steps, settings.progress_every_s,
+                        display=console.ProgressDisplay(label, settings.progress_every_s, terminal=False))
+    return Progress(label, run.total_steps, settings.progress_every_s, run_dir=run.run_dir)
+
+
+def _worker_log(settings: RunSettings, name: str):
+    """Where a worker's stdout and stderr go: ``<run folder>/logs/<name>`` (None under ``-v``: Ray's own)."""
+    run_dir, _ = run_dir_for(settings.storage, *settings.run_name.split("/"))
+    return None if settings.verbose else console.log_path(run_dir, name)
+
+
+def _with_traceback(function, *args, **kwargs):
+    """``function(...)``; an error's traceback is printed first, into the worker's log."""
+    try:
+        return function(*args, **kwargs)
+    except BaseException:
+        traceback.print_exc()
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,9 +94,17 @@ def _progress(experiment: Experiment, trial_id: str, run: Run, settings: RunSett
 
 
 def train_worker(loop_config: dict[str, Any]) -> None:
-    """``train_loop_per_worker`` of the TorchTrainer: one DDP rank."""
+    """``train_loop_per_worker`` of the TorchTrainer: one DDP rank (its output in ``logs/rank-<r>.log``)."""
     settings: RunSettings = loop_config["settings"]
     limit_threads(settings.cpus_per_worker)  # before the model's heavy imports
+    import ray.train
+
+    rank = ray.train.get_context().get_world_rank()
+    with console.output_to(_worker_log(settings, f"rank-{rank}.log")):
+        _with_traceback(_train_worker, loop_config, settings)
+
+
+def _train_worker(loop_config: dict[str, Any], settings: RunSettings) -> None:
     import ray.train
 
     experiment: Experiment = loop_config["experiment"]
@@ -108,7 +143,8 @@ def _torch_trainer(experiment: Experiment, config_dict: Mapping[str, Any], setti
 
 def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunSettings) -> None:
     """A Tune function trial: the experiment in-process (JAX, or torch on one worker), or a
-    TorchTrainer of ``settings.workers`` ranks whose reports reach Tune through TuneReportCallback."""
+    TorchTrainer of ``settings.workers`` ranks whose reports reach Tune through TuneReportCallback.
+    Its output goes to ``<run folder>/logs/trial.log``."""
     entered = time.perf_counter()
     global _trials_in_this_process
     _trials_in_this_process += 1
@@ -118,6 +154,13 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
     trial_id = settings.trial_id or ray.tune.get_context().get_trial_id()
     if not settings.trial_id:  # a sweep trial: artifacts under <sweep>/trials/<trial id>
         settings = dataclasses.replace(settings, trial_id=trial_id, run_name=f"{settings.sweep_id}/trials/{trial_id}")
+    with console.output_to(_worker_log(settings, console.TRIAL_LOG)):
+        _with_traceback(_tune_trial, params, experiment, settings, trial_id)
+
+
+def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSettings, trial_id: str) -> None:
+    import ray.tune
+
     summary = read_summary(settings.storage, settings.sweep_id, experiment.name, trial_id)
     if summary is not None and summary["status"] == "completed":  # finished before an interruption
         ray.tune.report(final_report(summary, int(summary["step"])))
@@ -192,6 +235,15 @@ class RunResult:
     reason: str | None = None
 
 
+def _header(experiment: Experiment, config: ExperimentConfig, name: str, run_dir: Path, where: str, device: Any,
+            resumed: bool) -> None:
+    """Two lines: what runs where, on which data (and from which checkpoint), and where its files go."""
+    latest = max(run_dir.rglob("checkpoint*/state.pt"), key=lambda p: p.stat().st_mtime, default=None) if resumed else None
+    console.header({experiment.name: f"run {name}", "on": where, "device": device, "data": config.data_source(),
+                    "resumed from": latest})
+    console.header({"run folder": run_dir, "logs": f"{console.LOG_DIR}/ (-v to show them here)"})
+
+
 def _validated(experiment: Experiment | str, config: ExperimentConfig | Mapping[str, Any]) -> tuple[Experiment, ExperimentConfig]:
     experiment = get(experiment) if isinstance(experiment, str) else experiment
     if not isinstance(config, ExperimentConfig):
@@ -210,8 +262,13 @@ def train_locally(
     use_gpu: bool = False,
     cpus: int | None = None,
     progress_every_s: float = 5.0,
+    verbose: bool = False,
+    show_progress: bool = False,
+    tracker: str | None = None,
 ) -> RunResult:
-    """The run in this process with :class:`LocalContext` (no Ray): the same files and rows as on Ray."""
+    """The run in this process with :class:`LocalContext` (no Ray): the same files and rows as on Ray.
+    ``show_progress`` (``dynagen train --local``): a header and the progress on the console; the libraries'
+    output then goes to ``logs/local.log`` unless ``verbose``."""
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
     if is_uri(canonical):
@@ -224,16 +281,21 @@ def train_locally(
     device = backend.local_device(use_gpu)
     write_run_config(canonical, name, experiment, config.model_dump(mode="json"))
     settings = RunSettings(storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
-                           progress_every_s=progress_every_s)
+                           progress_every_s=progress_every_s, verbose=verbose, tracker=tracker)
     run = Run(settings, experiment.name, name, config)
-    ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run, backend=backend,
-                       progress=_progress(experiment, name, run, settings))
-    try:
-        report = _train(experiment, config, ctx)
-    except BaseException:
-        run.write_summary("error", ctx.last_step, {})  # the steps logged so far are in the results store
-        write_bytes_atomically(canonical, join(name, ERROR_FILE), traceback.format_exc().encode())
-        raise
+    if show_progress:
+        _header(experiment, config, name, run_dir, "this process (--local)", device, bool(resume))
+    with console.output_to(None if verbose or not show_progress else console.log_path(run_dir, "local.log")) as terminal:
+        display = console.ProgressDisplay(f"{experiment.name} {name}", stream=terminal) if show_progress else None
+        progress = Progress(f"{experiment.name} {name}", run.total_steps, progress_every_s, display=display)
+        ctx = LocalContext(run.run_dir, checkpoint_every=checkpoint_every, device=device, run=run, backend=backend,
+                           progress=progress)
+        try:
+            report = _train(experiment, config, ctx)
+        except BaseException:
+            run.write_summary("error", ctx.last_step, {})  # the steps logged so far are in the results store
+            write_bytes_atomically(canonical, join(name, ERROR_FILE), traceback.format_exc().encode())
+            raise
     status, reason, metrics = final_status(report)
     run.write_summary(status, int(report["step"]), metrics, reason=reason)
     checkpoint = ctx.checkpoint_dir / "state.pt"
@@ -254,6 +316,8 @@ def run_training(
     max_failures: int = 0,
     cpus_per_worker: int = 1,
     progress_every_s: float = 5.0,
+    verbose: bool = True,
+    tracker: str | None = None,
 ) -> RunResult:
     """Train ``experiment`` on Ray (starting an embedded local Ray if none is connected).
 
@@ -261,35 +325,47 @@ def run_training(
     ``train`` returned), the latest checkpoint's path and the run directory
     (``<storage>/<name>``: ``config.yaml``, ``tensorboard/``, the model's artifacts and, for torch,
     Ray Train's ``checkpoint_*`` folders). Per-step and summary rows go to the results store
-    under the run name.
+    under the run name. Unless ``verbose``, Ray's and the workers' output goes to the run folder's ``logs/``
+    and the console shows a header and the progress (platform/console.py).
     """
     experiment, config = _validated(experiment, config)
     _, _, canonical = resolve_storage(storage)
     name = run_name(experiment, canonical, name, resume, "ray")
-    ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")})
-    config_dict = config.model_dump(mode="json")
-    write_run_config(canonical, name, experiment, config_dict)
-    settings = RunSettings(
-        storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
-        keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
-        cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict,
-    )
-    run_dir = Path(run_path(canonical, name))
-    if not backend_of(experiment).in_trainer(workers, single_run=True):
-        (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
-        return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)
+    log_dir, _ = run_dir_for(canonical, name)  # this machine's copy of the run folder (a staging folder for a URI)
+    # Ray's and Tune's logging into the run's log while the run goes (from before Ray starts: its start-up lines too)
+    with contextlib.nullcontext() if verbose else console.quiet_driver(log_dir):
+        ensure_ray({"CPU": (workers * cpus_per_worker, "--workers x --cpus-per-worker"), "GPU": (workers * use_gpu, "--gpu x --workers")},
+                   quiet=not verbose)
+        config_dict = config.model_dump(mode="json")
+        write_run_config(canonical, name, experiment, config_dict)
+        settings = RunSettings(
+            storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
+            cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict, verbose=verbose,
+            tracker=tracker,
+        )
+        run_dir = Path(run_path(canonical, name))
+        if not verbose:
+            _header(experiment, config, name, run_dir, f"Ray, {workers} worker{'s' if workers > 1 else ''}",
+                    f"{workers} GPU" if use_gpu else "cpu", bool(resume))
+        monitor = contextlib.nullcontext() if verbose else console.RunMonitor(log_dir, f"{experiment.name} {name}")
+        if not backend_of(experiment).in_trainer(workers, single_run=True):
+            with monitor:
+                (status, reason, metrics), checkpoint_path = _run_as_tune_trial(experiment, settings)
+            return RunResult(metrics, checkpoint_path, run_dir, name, canonical, status, reason)
 
-    run = Run(settings, experiment.name, name, config, writes=False)  # the driver: the summary row only
-    try:
-        result = _torch_trainer(experiment, config_dict, settings, name, canonical, name).fit()
-    except BaseException:
-        run.write_summary("error", -1, {})
-        raise
-    final = read_final_report(canonical, name)
-    status, reason, metrics = final_status(final)
-    run.write_summary(status, int(final.get("step", -1)), metrics, reason=reason)
-    checkpoint = result.checkpoint
-    return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical, status, reason)
+        run = Run(settings, experiment.name, name, config, writes=False)  # the driver: the summary row only
+        try:
+            with monitor:
+                result = _torch_trainer(experiment, config_dict, settings, name, canonical, name).fit()
+        except BaseException:
+            run.write_summary("error", -1, {})
+            raise
+        final = read_final_report(canonical, name)
+        status, reason, metrics = final_status(final)
+        run.write_summary(status, int(final.get("step", -1)), metrics, reason=reason)
+        checkpoint = result.checkpoint
+        return RunResult(metrics, checkpoint.path if checkpoint else None, run_dir, name, canonical, status, reason)
 
 
 def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[tuple[str, str | None, dict[str, float]], str | None]:
@@ -305,7 +381,7 @@ def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[t
         storage_path=settings.storage,
         failure_config=ray.tune.FailureConfig(max_failures=settings.max_failures),
         checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=settings.keep_checkpoints),
-        callbacks=[summary_callback(experiment, settings)],
+        callbacks=[summary_callback(experiment, settings), *console.tune_loggers()],
         verbose=0,
     )
     experiment_path = join(settings.storage, settings.run_name, "tune")
@@ -316,4 +392,7 @@ def _run_as_tune_trial(experiment: Experiment, settings: RunSettings) -> tuple[t
     result = tuner.fit()[0]
     if result.error:
         raise result.error
-    return final_status(result.metrics or {}), result.checkpoint.path if result.checkpoint else None
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    metrics = {k: v for k, v in (result.metrics or {}).items() if k not in AUTO_RESULT_KEYS}  # Tune's pid, timestamps...
+    return final_status(metrics), result.checkpoint.path if result.checkpoint else None

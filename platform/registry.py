@@ -36,6 +36,11 @@ class ExperimentConfig(BaseModel):
 
     seed: int = Field(0, ge=0, le=MAX_SEED)
 
+    def data_source(self) -> str:
+        """Where the training data comes from, for provenance.json: a real data path, or the generated stand-in
+        the experiment uses without one."""
+        return "generated"
+
 
 class EvaluateOptions(BaseModel):
     """Options of ``dynagen evaluate`` (``--samples``, ``--option key=value``); an experiment subclasses it with

@@ -8,12 +8,13 @@ Layout (``storage`` is a local path or a ``s3://`` / ``gs://`` URI, resolved by 
 Every trial writes its own files, each atomically (a hidden temp file, then a rename), so readers
 never see half a file and concurrent trials never contend. Rows share one set of columns::
 
-    sweep_id, trial_id, status, reason, kind, seed, step, wall_time, config.<field>..., <metric>...
+    sweep_id, trial_id, status, reason, kind, seed, step, wall_time, dynagen_version, git_commit, config.<field>..., <metric>...
 
 ``kind`` is ``step`` or ``summary``; ``status`` is ``running`` on step rows and, on summary rows,
 ``completed`` (the last step, or the scheduler's ``max_t``, reached), ``stopped`` (early, by the
 scheduler; ``step`` is the one it reached), ``diverged`` (non-finite state; ``reason`` says where, and the
-row holds no metric values) or ``error`` (``reason``: the error's last line; no metric values). Metric columns are the union
+row holds no metric values) or ``error`` (``reason``: the error's last line; no metric values); summary rows name the code that
+produced them (``dynagen_version``, ``git_commit``: platform/provenance.py; null on step rows). Metric columns are the union
 over trials (missing values are null); files may differ in which metric columns they hold, so
 readers unify by name: pandas ``pd.read_parquet(<dir>)``, DuckDB ``read_parquet('<dir>/**/*.parquet',
 hive_partitioning=true, union_by_name=true)``, polars ``pl.concat([pl.read_parquet(f,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
 STATUSES = ("running", "completed", "stopped", "diverged", "error")
 FINAL_STATUSES = ("completed", "stopped", "diverged")  # a trial that ended so is never run again, not even by --resume
 MANIFEST = re.compile(r"_manifest-(\d{9})\.json")
-FIXED_COLUMNS = ("sweep_id", "trial_id", "status", "reason", "kind", "seed", "step", "wall_time")
+FIXED_COLUMNS = ("sweep_id", "trial_id", "status", "reason", "kind", "seed", "step", "wall_time", "dynagen_version", "git_commit")
 CONFIG_PREFIX = "config."
 
 
@@ -149,7 +150,7 @@ def _table(rows: list[dict[str, Any]]) -> "pa.Table":
     config_names = [c for c in columns if c.startswith(CONFIG_PREFIX)]
     arrays, fields = [], []
     types = {"sweep_id": pa.string(), "trial_id": pa.string(), "status": pa.string(), "reason": pa.string(), "kind": pa.string(),
-             "seed": pa.int64(), "step": pa.int64(), "wall_time": pa.float64()}
+             "seed": pa.int64(), "step": pa.int64(), "wall_time": pa.float64(), "dynagen_version": pa.string(), "git_commit": pa.string()}
     for name in [*FIXED_COLUMNS, *config_names, *metric_names]:
         values = [row.get(name) for row in rows]
         if name in types:
@@ -272,8 +273,10 @@ class ResultsWriter:
     def write_summary(self, status: str, step: int, metrics: Mapping[str, Any], reason: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"status: unknown {status!r}; allowed: {', '.join(STATUSES)}")
+        from dynagen.platform.provenance import summary_columns
+
         self.flush()
-        row = self._row("summary", status, step, metrics, reason)
+        row = self._row("summary", status, step, metrics, reason) | summary_columns()
         write_rows_atomically(self.filesystem, self.directory, f"{self.trial_id}-summary.parquet", [row])
 
 

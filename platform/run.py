@@ -7,6 +7,8 @@ A run owns one folder, ``<storage>/<run name>/``::
     tensorboard/       scalars and images from rank 0
     checkpoint*/       state.pt: the model's state + ``_step`` + ``_config`` (one schema, docs/platform.md)
     metrics.json       the final report: what ``train()`` returned and the last step
+    provenance.json    what produced the run: code, libraries, machine, command, config hash, data, times
+                       (platform/provenance.py; written by rank 0 when the run starts and when it ends)
     <model artifacts>  PNG, GIF, npz ... written by rank 0 into ``ctx.run_dir``
 
 and its rows in the results store (``<storage>/<sweep or run>/results``): per-step rows flushed
@@ -19,11 +21,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from dynagen.platform import provenance
 from dynagen.platform.configs import UsageError, deep_merge
 from dynagen.platform.names import inside
 from dynagen.platform.results import (
@@ -64,6 +68,9 @@ class RunSettings:
     metric: str | None = None  # a sweep's metric: Tune requires it in every report, a diverged one included
     fixed: dict[str, Any] = field(default_factory=dict)  # config values under a trial's sampled ones
     seeds: list[int] = field(default_factory=lambda: [0])  # a sweep's seeds (Repeater's index picks one)
+    command: list[str] = field(default_factory=lambda: list(sys.argv))  # the driver's command line (made there)
+    verbose: bool = False  # `-v`: Ray's and the libraries' output on the console, progress lines from the workers
+    tracker: str | None = None  # "mlflow" | "wandb": one tracker run per run or trial (platform/trackers.py)
 
 
 def run_path(storage: str, *parts: str, field: str = "name") -> str:
@@ -190,14 +197,42 @@ class Run:
         self.total_steps: int | None = getattr(config, "steps", None)
         self.run_dir, self._upload_to = run_dir_for(settings.storage, *settings.run_name.split("/"))
         self.results: ResultsWriter | None = None
+        self._provenance: dict[str, Any] = {}
+        self.tracker = None
         if writes:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.results = ResultsWriter(settings.storage, settings.sweep_id, experiment_name, trial_id, self.config_dict,
                                          self.seed, flush_seconds=flush_seconds)
+            earlier = self.run_dir / provenance.PROVENANCE_FILE  # a resumed run's, or a restarted worker group's
+            previous = json.loads(earlier.read_text()) if earlier.is_file() else None
+            self._provenance = provenance.started(settings.command, self.config_dict, config.data_source(), previous)
+            self._write_provenance()
+            if settings.tracker:
+                from dynagen.platform.results import flatten
+                from dynagen.platform.trackers import open_tracker
+
+                in_sweep = settings.run_name != settings.sweep_id
+                self.tracker = open_tracker(settings.tracker, storage=resolve_storage(settings.storage)[1],
+                                            group=settings.sweep_id if in_sweep else experiment_name, name=trial_id,
+                                            params=flatten(self.config_dict), run_dir=self.run_dir)
+
+    def _write_provenance(self) -> None:
+        write_bytes_atomically(self.settings.storage, join(self.settings.run_name, provenance.PROVENANCE_FILE),
+                               json.dumps(self._provenance, indent=2).encode())
+
+    def failed(self) -> None:
+        """``train()`` raised: provenance.json records the end (rank 0)."""
+        if self.results is not None:
+            self._provenance = provenance.ended(self._provenance, "error")
+            self._write_provenance()
+        if self.tracker is not None:
+            self.tracker.finish("error", self.run_dir)
 
     def log_step(self, step: int, values: Mapping[str, float]) -> None:
         if self.results is not None:
             self.results.log_step(step, values)
+        if self.tracker is not None:
+            self.tracker.log(step, values)
 
     def flush(self) -> None:
         if self.results is not None:
@@ -218,6 +253,10 @@ class Run:
             status, reason, metrics = final_status(report)
             document = metrics | {"step": int(report["step"])} | ({"status": status, REASON_KEY: reason} if reason else {})
             write_bytes_atomically(self.settings.storage, join(self.settings.run_name, METRICS_FILE), json.dumps(document, indent=2).encode())
+            self._provenance = provenance.ended(self._provenance, status)
+            self._write_provenance()
+            if self.tracker is not None:
+                self.tracker.finish(status, self.run_dir)
         return report
 
     def write_summary(self, status: str, step: int, metrics: Mapping[str, Any], reason: str | None = None) -> None:
@@ -248,10 +287,12 @@ def _summary_callback_class():
 
     class SummaryCallback(ray.tune.Callback):
         """Writes each trial's summary row from the driver (statuses: :mod:`dynagen.platform.results`) and
-        prints one line for a trial that diverged or failed."""
+        prints one line for a trial that diverged or failed (with the path of its full log); without ``-v``,
+        one line for every trial that ended. ``outcomes``: trial id -> status, for the sweep's live status."""
 
         def __init__(self, experiment, settings, max_t: int | None):
             self.experiment, self.settings, self.max_t = experiment, settings, max_t
+            self.outcomes: dict[str, str] = {}
 
         def _outcome(self, trial, ended: str) -> tuple[str, str | None]:
             """``(status, reason)``: ``ended`` is what Tune saw, ``completed`` (returned or stopped) or ``error``."""
@@ -259,7 +300,8 @@ def _summary_callback_class():
             if result.get(DIVERGED_KEY):
                 return "diverged", result.get(REASON_KEY)
             if ended == "error":
-                error = (trial.get_error() or "").strip().splitlines()
+                # Tune's error file, else the trial's own log (its traceback is printed there, platform/launch.py)
+                error = str(trial.get_error() or "").strip().splitlines() or self._log_tail(trial)
                 return "error", error[-1] if error else None
             reached_max_t = self.max_t is not None and result.get("step", -1) >= self.max_t  # ASHA's own stop rule
             return ("completed" if result.get(COMPLETED_KEY) or reached_max_t else "stopped"), None
@@ -278,8 +320,33 @@ def _summary_callback_class():
             metrics = {} if status in ("diverged", "error") else {
                 k: v for k, v in result.items() if k not in (COMPLETED_KEY, REASON_KEY) and k not in AUTO_RESULT_KEYS}
             writer.write_summary(status, int(result.get("step", -1)), metrics, reason=reason)
-            if reason:
-                print(f"trial {trial_id} {status}: {reason}", flush=True)
+            self.outcomes[trial.trial_id] = status
+            if reason or not (self.settings.verbose or self.settings.trial_id):  # trial_id "": a sweep's trials
+                self._print(trial_id, status, reason, int(result.get("step", -1)), metrics, trial_params(trial.config, self.settings.seeds))
+
+        def _log(self, trial_id: str) -> Path:
+            from dynagen.platform.console import TRIAL_LOG, log_path
+
+            name = self.settings.run_name or f"{self.settings.sweep_id}/trials/{trial_id}"
+            run_dir, _ = run_dir_for(self.settings.storage, *name.split("/"))
+            return log_path(run_dir, TRIAL_LOG)
+
+        def _log_tail(self, trial) -> list[str]:
+            try:
+                return self._log(self.settings.trial_id or trial.trial_id).read_text(errors="replace").strip().splitlines()
+            except FileNotFoundError:
+                return []
+
+        def _print(self, trial_id: str, status: str, reason: str | None, step: int, metrics: Mapping[str, Any],
+                   params: Mapping[str, Any]) -> None:
+            from dynagen.platform.console import say
+
+            metric = self.settings.metric
+            value = f" | {metric} {metrics[metric]:.4g}" if metric in metrics and isinstance(metrics[metric], (int, float)) else ""
+            why = f": {reason}" if reason else f" at step {step}"  # a reason names where it happened
+            log = f" (full log: {self._log(trial_id)})" if status in ("error", "diverged") else ""
+            shown = " ".join(f"{key}={v}" for key, v in params.items())
+            say(f"trial {trial_id} {status}{why}{value}{f' ({shown})' if shown else ''}{log}")
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self._write(trial, "completed")

@@ -57,7 +57,7 @@ def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None
                          f"allowed: the address of a running Ray cluster, or unset RAY_ADDRESS for an embedded one") from None
 
 
-def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None) -> None:
+def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None, quiet: bool = False) -> None:
     """Connect to the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), failing in one line naming the
     address if it cannot be reached; else start a NEW embedded local Ray without the dashboard
     (``address="local"``: a plain ``ray.init()`` would join whatever cluster Ray's ``ray_current_cluster`` file
@@ -65,23 +65,25 @@ def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None) -> None:
 
     ``needs``: resource ("CPU", "GPU") -> (amount one run or trial needs at once, the option that sets
     it). An embedded Ray has no autoscaler, so a request larger than this machine would wait forever:
-    that is a usage error naming the option.
+    that is a usage error naming the option. ``quiet``: workers' output is not forwarded to the driver, and
+    Ray leaves the driver's logging as platform/console.py set it (to the run's or sweep's log file).
     """
     import ray
 
     if ray.is_initialized():
         return
+    output = {"log_to_driver": False, "configure_logging": False} if quiet else {}
     address = os.environ.get("RAY_ADDRESS")
     if address:
         _check_reachable(address)
         try:
-            ray.init(address=address)
+            ray.init(address=address, **output)
         except (ConnectionError, TimeoutError, RuntimeError) as error:
             lines = str(error).strip().splitlines() or [type(error).__name__]
             raise UsageError(f"RAY_ADDRESS: cannot connect to {address} ({lines[0][:160]}); "
                              f"allowed: the address of a running Ray cluster, or unset RAY_ADDRESS for an embedded one") from None
         return
-    ray.init(address="local", include_dashboard=False)
+    ray.init(address="local", include_dashboard=False, **output)
     available = ray.cluster_resources()
     for resource, (needed, option) in (needs or {}).items():
         if needed > available.get(resource, 0):

@@ -39,6 +39,7 @@ store returns at once, should Tune's own snapshot predate its completion).
 from __future__ import annotations
 
 import builtins
+import contextlib
 import itertools
 import os
 from importlib import resources
@@ -276,16 +277,22 @@ def _search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     return {}, searcher, spec.num_trials()
 
 
-def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None):
+def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None, verbose: bool = True,
+              tracker: str | None = None):
     """Run (or with ``resume``, restore) the sweep; returns Tune's ResultGrid. Rows go to
-    ``<storage>/<name>/results``; Tune's own state and trial checkpoints to ``<storage>/<name>``."""
+    ``<storage>/<name>/results``; Tune's own state and trial checkpoints to ``<storage>/<name>``.
+    Unless ``verbose``, Ray's, Tune's and the trials' output goes to log files (``<sweep>/logs/driver.log``,
+    ``<sweep>/trials/<id>/logs/trial.log``) and the console shows a live status, one line per ended trial and
+    the summary table (platform/console.py)."""
     from ray import tune
+
+    from dynagen.platform import console
 
     from dynagen.platform.backends import backend_of
     from dynagen.platform.launch import tune_trial
     from dynagen.platform.registry import get
     from dynagen.platform.results import compact_results, join, resolve_storage
-    from dynagen.platform.run import RunSettings, summary_callback
+    from dynagen.platform.run import RunSettings, run_dir_for, summary_callback
     from dynagen.platform.runtime import ensure_ray
 
     experiment = get(spec.experiment)
@@ -297,7 +304,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         cpus_per_worker=max(1, round(spec.resources.cpu)), gpus_per_worker=spec.resources.gpu,
         use_gpu=spec.resources.gpu > 0,
         fixed=deep_merge(preset_values(experiment, spec.preset), {**spec.fixed, "seed": spec.seeds[0]}),
-        seeds=list(spec.seeds), metric=spec.metric,
+        seeds=list(spec.seeds), metric=spec.metric, verbose=verbose, tracker=tracker,
     )
     path = join(canonical, spec.name)
     if resume and not tune.Tuner.can_restore(path):
@@ -307,35 +314,58 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
     # Persist Tune's experiment state often, so that an interrupted sweep loses little.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
     workers = spec.resources.workers
-    ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
-                "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")})
-    trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
-                                    backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
-    if resume:
-        tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
-    else:
-        space, searcher, num_samples = _search(spec)
-        scheduler = None
-        if spec.scheduler is not None:
-            scheduler = tune.schedulers.ASHAScheduler(time_attr="step", max_t=spec.scheduler.max_t,
-                                                      grace_period=spec.scheduler.grace_period,
-                                                      reduction_factor=spec.scheduler.reduction_factor)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=space,
-            tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
-                                        num_samples=num_samples, max_concurrent_trials=max_concurrent or spec.max_concurrent,
-                                        # in-process trials reuse their worker process (imports paid once)
-                                        reuse_actors=not backend.in_trainer(workers, single_run=False)),
-            run_config=tune.RunConfig(
-                name=spec.name, storage_path=canonical,
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
-                callbacks=[summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)],
-                verbose=1,
-            ),
-        )
-    print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}, results in {join(canonical, spec.name, 'results')}", flush=True)
-    grid = tuner.fit()
-    compact_results(canonical, spec.name)  # the finished trials' files -> a few parts (results.py)
-    return grid
+    # Ray's and Tune's logging into the sweep's log while it runs (from before Ray starts: its start-up lines too)
+    with contextlib.nullcontext() if verbose else console.quiet_driver(run_dir_for(canonical, spec.name)[0]):
+        ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
+                    "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")}, quiet=not verbose)
+        summaries = summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)
+        callbacks = [summaries, *console.tune_loggers()]
+        if not verbose:
+            callbacks.append(console.sweep_status(spec.num_trials(), spec.metric, spec.mode, summaries.outcomes))
+        trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
+                                        backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
+        if resume:
+            tuner = tune.Tuner.restore(path, trainable, resume_errored=True)
+        else:
+            space, searcher, num_samples = _search(spec)
+            scheduler = None
+            if spec.scheduler is not None:
+                scheduler = tune.schedulers.ASHAScheduler(time_attr="step", max_t=spec.scheduler.max_t,
+                                                          grace_period=spec.scheduler.grace_period,
+                                                          reduction_factor=spec.scheduler.reduction_factor)
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space,
+                tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, search_alg=searcher, scheduler=scheduler,
+                                            num_samples=num_samples, max_concurrent_trials=max_concurrent or spec.max_concurrent,
+                                            # in-process trials reuse their worker process (imports paid once)
+                                            reuse_actors=not backend.in_trainer(workers, single_run=False)),
+                run_config=tune.RunConfig(
+                    name=spec.name, storage_path=canonical,
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
+                    callbacks=callbacks,
+                    verbose=1 if verbose else 0,
+                ),
+            )
+        print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}, results in {join(canonical, spec.name, 'results')}", flush=True)
+        if not verbose:
+            print(f"logs: {join(canonical, spec.name, console.LOG_DIR)}/ and each trial's logs/ (-v to show them here)", flush=True)
+        grid = tuner.fit()
+        compact_results(canonical, spec.name)  # the finished trials' files -> a few parts (results.py)
+        if not verbose:
+            _print_table(canonical, spec)
+        return grid
+
+
+def _print_table(storage: str, spec: SweepSpec) -> None:
+    """The sweep's summary table for its metric: mean and 95 % CI per group (``dynagen results`` for more)."""
+    from dynagen.platform.analysis import summarize
+    from dynagen.platform.configs import format_table
+
+    try:
+        rows = summarize(storage, spec.name, metrics=[spec.metric])
+    except UsageError as error:  # no trial wrote a row with the metric
+        print(f"no summary table: {error}")
+        return
+    print(format_table(rows), flush=True)

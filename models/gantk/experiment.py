@@ -125,6 +125,9 @@ class GanNtkConfig(ExperimentConfig):
     def infinite(self) -> bool:
         return self.width == 0
 
+    def data_source(self) -> str:
+        return self.data_path or f"generated: {self.target}"
+
 
 _EIGHT = {"target": "eight_gaussians", "n_particles": 500, "n_targets": 500, "arch": "relu"}
 _IMAGES = {"n_particles": 1024, "n_targets": 1024, "width": 0, "lr": 100.0, "t": 1000.0}

@@ -71,6 +71,9 @@ class PDEConfig(ExperimentConfig):
     def resolved_offset(self) -> int:
         return self.nt_cond if self.offset is None else self.offset
 
+    def data_source(self) -> str:
+        return self.data_dir or f"generated: {self.dataset}"
+
     @model_validator(mode="after")
     def _consistent(self) -> "PDEConfig":
         if self.offset not in (None, 0, self.nt_cond):

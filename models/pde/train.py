@@ -42,7 +42,8 @@ def lr_at(config: PDEConfig, epoch: int) -> float:
 
 
 def log_predictions(model: SeparableNetwork, config: PDEConfig, batch, ctx, step: int) -> None:
-    """Rank 0: a PNG grid (and TensorBoard image) of forecasts on fixed training windows."""
+    """Rank 0: a PNG grid (and TensorBoard image) of forecasts on fixed training windows, and in TensorBoard the
+    truth against the prediction as an image sequence (one image per time step)."""
     cond, target = (t.to(ctx.device) for t in batch)
     was_training = model.training
     model.eval()
@@ -51,6 +52,7 @@ def log_predictions(model: SeparableNetwork, config: PDEConfig, batch, ctx, step
     model.train(was_training)
     grid = visualize.prediction_grid(cond, target, pred)
     ctx.log_images(step, "predictions/train", grid)
+    ctx.log_images(step, "predictions/train_sequence", visualize.sequence_frames(cond, target, pred))
     visualize.save_png(ctx.run_dir / f"predictions_step{step:07d}.png", grid)
 
 

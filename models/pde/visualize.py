@@ -52,13 +52,16 @@ def save_png(path: str | Path, image: np.ndarray) -> Path:
     return artifacts.save_png(path, _uint8(image))
 
 
-def save_gif(path: str | Path, cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, max_sequences: int = 4, scale: int = 2) -> Path:
-    """One GIF frame per time step: ground truth (top row) and prediction (bottom row) per sequence."""
+def sequence_frames(cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, max_sequences: int = 4) -> np.ndarray:
+    """(T, H, W, 3) in [0, 1], one frame per time step: ground truth (top row) and prediction (bottom row) per sequence."""
     n = min(max_sequences, cond.shape[0])
     truth = to_images(torch.cat([cond[:n], target[:n]], 1))  # (n, T, h, w, 3)
     guess = to_images(torch.cat([cond[:n], pred[:n]], 1))
-    frames = []
-    for t in range(truth.shape[1]):
-        top, bottom = np.concatenate(list(truth[:, t]), 1), np.concatenate(list(guess[:, t]), 1)
-        frames.append(_uint8(np.concatenate([top, bottom], 0)))
+    return np.stack([np.concatenate([np.concatenate(list(truth[:, t]), 1), np.concatenate(list(guess[:, t]), 1)], 0)
+                     for t in range(truth.shape[1])])
+
+
+def save_gif(path: str | Path, cond: torch.Tensor, target: torch.Tensor, pred: torch.Tensor, max_sequences: int = 4, scale: int = 2) -> Path:
+    """The :func:`sequence_frames` as a GIF."""
+    frames = [_uint8(frame) for frame in sequence_frames(cond, target, pred, max_sequences)]
     return artifacts.save_gif(path, frames, scale=scale, ms_per_frame=120)

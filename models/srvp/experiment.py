@@ -72,6 +72,9 @@ class SRVPConfig(ExperimentConfig):
     def deterministic(self) -> bool:
         return self.dataset == "mmnist"
 
+    def data_source(self) -> str:
+        return self.data_dir or f"generated: {self.dataset} from sklearn digits"
+
     @model_validator(mode="after")
     def _consistent(self) -> "SRVPConfig":
         if self.nt_inf > min(self.nt_cond, self.seq_len):

@@ -28,12 +28,15 @@ def validation_batches(config, n_batches: int) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def validate(model: SRVP, batches: list[torch.Tensor], config, device) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
+def validate(model: SRVP, batches: list[torch.Tensor], config, device, progress=None) -> tuple[float, tuple[torch.Tensor, torch.Tensor]]:
     """docs/srvp.md §3 validation: n_samples_test samples per clip, the best chosen on the PSNR over all frames (conditioning
-    reconstructions included); the score is the mean PSNR of that sample over the predicted frames."""
+    reconstructions included); the score is the mean PSNR of that sample over the predicted frames.
+    ``progress(done, total)`` after each batch (the run's console shows it: validation can dominate a short run)."""
     model.eval()
     scores, shown = [], None
-    for x in batches:
+    for done, x in enumerate(batches):
+        if progress is not None:
+            progress(done, len(batches))
         x = x.to(device)
         samples = torch.stack([
             model.predict(x[: config.nt_cond], len(x) - config.nt_cond, config.n_euler_steps)
@@ -45,19 +48,24 @@ def validate(model: SRVP, batches: list[torch.Tensor], config, device) -> tuple[
         scores.append(frame_psnr(chosen[config.nt_cond :], x[config.nt_cond :]).clamp(max=100).mean(0))
         if shown is None:
             shown = (x[:, :4].cpu(), chosen[:, :4].cpu())
+    if progress is not None:
+        progress(len(batches), len(batches))
     model.train()
     return float(torch.cat(scores).mean()), shown
 
 
 def save_samples(ctx, step: int, truth: torch.Tensor, best: torch.Tensor, nt_cond: int) -> None:
-    """Truth and best sample of a few validation clips: a PNG grid and a GIF in run_dir/samples, and TensorBoard."""
+    """Truth and best sample of a few validation clips: a PNG grid and a GIF in run_dir/samples; in TensorBoard the
+    grid and the GIF's frames as an image sequence (one image per time step)."""
     panels = []
     for i in range(truth.shape[1]):
         panels += [(f"truth{i}", truth[:, i].numpy()), (f"best{i}", best[:, i].numpy())]
     image = visualize.grid(panels, nt_cond)
     visualize.save_png(ctx.run_dir / "samples" / f"step_{step:08d}.png", image)
-    visualize.save_gif(ctx.run_dir / "samples" / f"step_{step:08d}.gif", visualize.gif_frames(panels, nt_cond))
+    frames = visualize.gif_frames(panels, nt_cond)
+    visualize.save_gif(ctx.run_dir / "samples" / f"step_{step:08d}.gif", frames)
     ctx.log_images(step, "val/truth_and_best", image.astype(np.float32) / 255)
+    ctx.log_images(step, "val/truth_and_best_sequence", np.stack(frames).astype(np.float32) / 255)
 
 
 def train(config, ctx) -> dict[str, float]:
@@ -124,7 +132,8 @@ def train(config, ctx) -> dict[str, float]:
             # non-finite weights mean the run diverged, and it stops before a checkpoint could keep them.
             stop_if_diverged(all_finite(core), "srvp", "non-finite weights", step, f" (train/loss {metrics['train/loss']})")
             if ctx.is_main and (step % config.val_interval == 0 or last):
-                metrics["val/psnr"], (truth, chosen) = validate(core, val_batches, config, device)
+                metrics["val/psnr"], (truth, chosen) = validate(core, val_batches, config, device,
+                                                                 progress=lambda done, total: ctx.progress("validation batches", done, total))
                 save_samples(ctx, step, truth, chosen, config.nt_cond)
                 best.offer(metrics["val/psnr"], step, state, config)
             ctx.report(step, metrics, state=state, final=last)

@@ -1,0 +1,123 @@
+"""What a researcher sees and what a run records, through the real command line (subprocesses, output piped):
+a short console (header, progress, final table; Ray's, Tune's and the libraries' output in the run's logs/,
+`-v` shows it again), one line per ended sweep trial (a failed one with the path of its full log), and
+provenance.json in every run and trial folder, with summary rows naming the code that produced them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import yaml
+
+from dynagen.platform.provenance import PACKAGES
+from dynagen.platform.results import read_results
+
+ROOT = Path(__file__).resolve().parents[1]
+PROVENANCE_FIELDS = {"dynagen", "git_commit", "git_dirty", "python", "packages", "os", "host", "cpu_count", "gpus", "command",
+                     "config_sha256", "data_source", "start_time", "end_time", "status"}
+
+
+def _run(*args: str, timeout: float = 300) -> tuple[int, list[str]]:
+    """``dynagen ARGS`` (test experiments registered) with stdout and stderr piped together: (exit code, lines)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-m", "tests.experiments", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
+    return done.returncode, done.stdout.splitlines()
+
+
+def _provenance(run_dir: Path) -> dict:
+    document = json.loads((run_dir / "provenance.json").read_text())
+    assert PROVENANCE_FIELDS <= set(document), PROVENANCE_FIELDS - set(document)
+    assert set(document["packages"]) == set(PACKAGES) and document["packages"]["ray"] == "2.60.0"
+    assert len(document["config_sha256"]) == 64 and document["start_time"] <= document["end_time"]
+    return document
+
+
+def test_local_run_shows_progress_and_records_its_provenance(tmp_path):
+    storage = tmp_path / "runs"
+    code, lines = _run("train", "toy", "--set", "steps=60", "--set", "log_every=5", "--set", "step_seconds=0.1",
+                       "--local", "--storage", str(storage), "--name", "local1", "--cpus-per-worker", "1")
+    assert code == 0, "\n".join(lines)
+    progress = [line for line in lines if line.startswith("[toy local1] step ")]
+    # 6 s of training: its first report, at least one line on the way (every 10 s at most on a pipe), the last
+    assert len(progress) >= 2 and progress[-1].startswith("[toy local1] step 60/60 |") and "steps/s" in progress[-1], lines
+    assert lines[0].startswith("toy run local1 | on this process (--local) | device cpu | data generated"), lines
+    assert len(lines) <= 15, "\n".join(lines)
+    run_dir = storage / "local1"
+    document = _provenance(run_dir)
+    assert document["status"] == "completed" and document["data_source"] == "generated"
+    assert document["command"][1:4] == ["train", "toy", "--set"]
+    assert (run_dir / "logs" / "local.log").is_file()
+    summary = read_results(str(storage), "local1", kind="summary").to_pylist()[0]
+    assert summary["dynagen_version"] == document["dynagen"] and summary["git_commit"] == document["git_commit"]
+
+
+def test_ray_run_console_is_short_its_logs_are_in_the_run_folder_and_verbose_restores_them(tmp_path):
+    storage = tmp_path / "runs"
+    code, quiet = _run("train", "toy", "--set", "steps=20", "--storage", str(storage), "--name", "quiet")
+    assert code == 0, "\n".join(quiet)
+    # no Ray log records ("INFO worker.py:2038 -- ...") nor workers' forwarded output ("(pid=...)")
+    assert len(quiet) <= 15 and not any(" -- " in line or "pid=" in line for line in quiet), "\n".join(quiet)
+    assert quiet[-1].split()[0] == "weight_error"  # the final table ends the output
+    run_dir = storage / "quiet"
+    assert "Started a local Ray instance" in (run_dir / "logs" / "driver.log").read_text()
+    assert (run_dir / "logs" / "rank-0.log").is_file()
+    assert _provenance(run_dir)["status"] == "completed"
+
+    code, verbose = _run("train", "toy", "--set", "steps=20", "--storage", str(storage), "--name", "loud", "-v")
+    assert code == 0, "\n".join(verbose)
+    assert any("Started a local Ray instance" in line for line in verbose), "\n".join(verbose)
+    assert any(line.startswith("[toy loud] step 19/20") or "step 20/20" in line for line in verbose)
+    assert not (storage / "loud" / "logs").exists()
+
+
+def test_sweep_prints_one_line_per_trial_and_a_failed_trial_names_its_full_log(tmp_path):
+    marker = tmp_path / "failed-once"
+    spec = tmp_path / "toy_console.yaml"
+    spec.write_text(yaml.safe_dump({
+        "experiment": "toy", "fixed": {"steps": 12, "log_every": 4, "fail_marker": str(marker)},
+        "space": {"fail_at_step": {"grid": [-1, 5]}}, "seeds": [0], "metric": "loss", "mode": "min",
+        "resources": {"cpu": 1, "workers": 1}, "max_concurrent": 1, "checkpoint_every": 0,
+    }))
+    storage = tmp_path / "runs"
+    code, lines = _run("sweep", str(spec), "--storage", str(storage))
+    assert code == 1, "\n".join(lines)  # a sweep with a failed trial ran, and says so in its exit code
+    trial_lines = [line for line in lines if line.startswith("trial ")]
+    assert len(trial_lines) == 2, "\n".join(lines)
+    completed = next(line for line in trial_lines if " completed at step 11 | loss " in line)
+    failed = next(line for line in trial_lines if " error: " in line)
+    assert "fail_at_step=-1" in completed and "injected failure at step 5" in failed
+    log = Path(failed.split("full log: ")[1].rstrip(")"))
+    assert log.is_file() and "RuntimeError: injected failure" in log.read_text()  # the traceback is in the trial's log
+    assert len(lines) <= 12, "\n".join(lines)
+    sweep_dir = storage / "toy_console"
+    assert (sweep_dir / "logs" / "driver.log").is_file()
+    for trial in (sweep_dir / "trials").iterdir():
+        assert _provenance(trial)["status"] in ("completed", "error")
+    summaries = [pq.read_table(path).to_pylist()[0] for path in (sweep_dir / "results").rglob("*-summary.parquet")]
+    assert len(summaries) == 2 and all(row["dynagen_version"] for row in summaries)
+
+
+def test_results_say_when_a_table_mixes_versions_of_the_code(tmp_path, capsys):
+    from dynagen.platform.analysis import print_summary
+    from dynagen.platform.results import ResultsWriter
+
+    storage = str(tmp_path / "runs")
+    for index, commit in enumerate(["a" * 40, "b" * 40]):
+        writer = ResultsWriter(storage, "mixed", "toy", f"t{index}", {"lr": 0.1}, seed=index)
+        writer.write_summary("completed", 10, {"loss": 0.5 + index})
+        # rewrite the row as an older checkout would have: another commit
+        path = next(Path(writer.directory).glob(f"t{index}-summary.parquet"))
+        table = pq.read_table(path)
+        pq.write_table(table.set_column(table.schema.get_field_index("git_commit"), "git_commit",
+                                        pa.array([commit])), path)
+    print_summary(storage, "mixed")
+    out = capsys.readouterr().out
+    assert "note: these rows come from 2 versions of the code" in out and "@aaaaaaaaaaaa (1 trials)" in out
