@@ -333,7 +333,6 @@ def _latest_manifest(filesystem: "pafs.FileSystem", root: str, manifests: list[t
 def _read_files(filesystem: "pafs.FileSystem", paths: list[str], experiments: list[str] | None = None) -> "pa.Table | None":
     """The files' rows as one table (schemas unified by name; an ``experiment`` column if ``experiments``)."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     tables = []
     for index, path in enumerate(paths):
