@@ -17,7 +17,7 @@ def test_two_worker_ray_train_run_checkpoints_and_evaluates(ray_cluster, tmp_pat
     result = run_training("pde", TINY, workers=2, storage=str(tmp_path / "runs"), name="pde-ddp", checkpoint_every=8)
     assert np.isfinite(result.metrics["loss"]) and result.metrics["loss/pred"] > 0
     state = load_state(result.checkpoint_path)
-    assert state["_step"] == 11
+    assert state["_step"] == 12
     # DDP keeps both replicas identical; the checkpoint is the plain (unwrapped) model's state dict.
     assert all(not key.startswith("module.") for key in state["model"])
     assert list(result.run_dir.glob("predictions_step*.png"))  # rank 0's images

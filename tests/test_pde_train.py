@@ -33,13 +33,13 @@ def trained(tmp_path_factory):
 def test_loss_decreases_and_checkpoint_is_written(trained):
     config, ctx, final = trained
     losses = [row["loss"] for row in ctx.history]
-    assert [row["step"] for row in ctx.history] == [*range(0, 120, 10), 119]
+    assert [row["step"] for row in ctx.history] == [*range(10, 121, 10)]  # updates counted from 1 (docs/platform.md)
     # The first ~60 steps sit at the "mean frame" plateau (45 · 0.018); learning the dynamics breaks it.
     assert np.mean(losses[-2:]) < 0.6 * losses[0]
     assert final["loss"] == ctx.history[-1]["loss"] and set(final) >= {"loss/ae", "loss/s", "loss/pred", "loss/t", "lr"}
     state = load_state(ctx.checkpoint_dir)
-    assert state["_step"] == 119 and set(state["model"]) and state["config"]["steps"] == 120
-    image = np.asarray(Image.open(ctx.run_dir / "predictions_step0000119.png"))
+    assert state["_step"] == 120 and set(state["model"]) and state["config"]["steps"] == 120
+    image = np.asarray(Image.open(ctx.run_dir / "predictions_step0000120.png"))
     assert image.shape == (4 * 2 * 34, 15 * 34, 3)  # 4 sequences × (truth, prediction) × (5 + 10) frames, 1-px pad
 
 
@@ -81,13 +81,13 @@ def test_resume_continues_after_the_checkpointed_step(trained, tmp_path):
     shutil.copytree(ctx.checkpoint_dir, tmp_path / "checkpoint")
     resumed = LocalContext(tmp_path, tensorboard=False)
     EXPERIMENT.train(config.model_copy(update={"steps": 131}), resumed)
-    assert [row["step"] for row in resumed.history] == [120, 130]
-    # Epochs (the learning-rate clock, docs/pde.md §3) go on from the step: epoch = step // batches per epoch, as in the
-    # uninterrupted run, not from 0 again.
+    assert [row["step"] for row in resumed.history] == [130, 131]
+    # Epochs (the learning-rate clock, docs/pde.md §3) go on from the step: update s (counted from 1) falls in epoch
+    # (s - 1) // batches per epoch, as in the uninterrupted run, not in epoch 0 again.
     per_epoch = -(-len(make_dataset(config, train=True)) // config.batch_size)
     assert per_epoch < 120  # the resumed run starts beyond the first epoch
     for row in [*ctx.history, *resumed.history]:
-        assert row["epoch"] == row["step"] // per_epoch
+        assert row["epoch"] == (row["step"] - 1) // per_epoch
 
 
 def test_a_diverged_run_stops_without_checkpointing_it(trained, tmp_path):
@@ -97,9 +97,9 @@ def test_a_diverged_run_stops_without_checkpointing_it(trained, tmp_path):
     state["model"][name].fill_(float("nan"))
     (tmp_path / "checkpoint").mkdir()
     torch.save(state, tmp_path / "checkpoint" / "state.pt")
-    with pytest.raises(FloatingPointError, match="loss nan at step 120: training diverged"):
-        EXPERIMENT.train(config.model_copy(update={"steps": 122}), LocalContext(tmp_path, tensorboard=False))
-    assert load_state(tmp_path / "checkpoint")["_step"] == 119
+    with pytest.raises(FloatingPointError, match="loss nan at step 121: training diverged"):
+        EXPERIMENT.train(config.model_copy(update={"steps": 121}), LocalContext(tmp_path, tensorboard=False))
+    assert load_state(tmp_path / "checkpoint")["_step"] == 120
 
 
 def test_odeint_temporal_model_trains_its_vector_field_through_the_adjoint(tmp_path):

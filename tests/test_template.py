@@ -39,15 +39,15 @@ def test_a_copy_of_the_template_trains_resumes_and_evaluates(copied, tmp_path, c
     run = ["--local", "--storage", storage, "--checkpoint-every", "20"]
     assert cli.main(["train", "newcomer", "--preset", "cpu", "--set", "steps=40", "--name", "first", *run]) == 0
     state = load_state(tmp_path / "runs" / "first" / "checkpoint")
-    assert state["_step"] == 39 and state["_config"]["steps"] == 40 and set(state) >= {"model", "optimiser"}
+    assert state["_step"] == 40 and state["_config"]["steps"] == 40 and set(state) >= {"model", "optimiser"}
 
     assert cli.main(["train", "newcomer", "--resume", "first", "--set", "steps=60", *run]) == 0
     steps = read_results(storage, "first", kind="step").to_pandas()["step"].tolist()
-    assert steps == [0, 10, 20, 30, 39, 40, 50, 59]  # the resumed run went on after the step-39 checkpoint
+    assert steps == [10, 20, 30, 40, 50, 60]  # the resumed run went on after the step-40 checkpoint
     summary = read_results(storage, "first", kind="summary").to_pandas()
-    assert summary["status"].tolist() == ["completed"] and summary["step"].tolist() == [59]
+    assert summary["status"].tolist() == ["completed"] and summary["step"].tolist() == [60]
     metrics = json.loads((tmp_path / "runs" / "first" / "metrics.json").read_text())
-    assert metrics["step"] == 59
+    assert metrics["step"] == 60
 
     out = tmp_path / "eval"
     assert cli.main(["evaluate", "newcomer", "--checkpoint", str(tmp_path / "runs" / "first"), "--option", "noise=0",

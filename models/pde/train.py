@@ -67,7 +67,7 @@ def train(config: PDEConfig, ctx) -> dict[str, float]:
     dataset = make_dataset(config, train=True)
     total_steps = steps_for(config, len(dataset))
     ctx.set_total_steps(total_steps)  # `epochs` may set a length other than config.steps
-    start = 0
+    start = 1  # `step` counts updates: the first is step 1, as in every model (docs/platform.md, Steps)
     restored = ctx.restore()
     if restored is not None:
         state, step = restored
@@ -90,7 +90,7 @@ def train(config: PDEConfig, ctx) -> dict[str, float]:
     running: dict[str, torch.Tensor] = {}
     count, tic = 0, time.perf_counter()
     final: dict[str, float] = {}
-    for step, (epoch, (cond, target)) in zip(range(start, total_steps), training_data.epochs(loader, done=start)):
+    for step, (epoch, (cond, target)) in zip(range(start, total_steps + 1), training_data.epochs(loader, done=start - 1)):
         for group in optimiser.param_groups:
             group["lr"] = lr_at(config, epoch)
         window = torch.cat([cond, target], 1).to(ctx.device, non_blocking=True)
@@ -104,7 +104,7 @@ def train(config: PDEConfig, ctx) -> dict[str, float]:
         for name, value in {"loss": loss, **{f"loss/{k}": v for k, v in losses.items()}}.items():
             running[name] = running.get(name, 0.0) + value.detach()  # summed on the device: no host sync per step
         count += 1
-        last = step == total_steps - 1
+        last = step == total_steps
         if step % config.log_every == 0 or last:
             final = {name: float(total) / count for name, total in running.items()}  # waits for the queued steps
             stop_if_diverged(math.isfinite(final["loss"]), "pde", f"loss {final['loss']}", step)

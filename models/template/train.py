@@ -16,7 +16,7 @@ def train(config, ctx) -> dict[str, float]:
     torch.manual_seed(config.seed)
     model = sync_batchnorm(build_model(config), ctx).to(ctx.device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr)
-    start = 0
+    start = 1  # `step` counts updates: the first is step 1 (docs/platform.md, Steps)
     restored = ctx.restore()
     if restored is not None:
         state, step = restored
@@ -26,12 +26,12 @@ def train(config, ctx) -> dict[str, float]:
     loader = training_data.train_loader(make_dataset(1024, config.seed), ctx, ctx.local_batch_size(config.batch_size),
                                         config.seed, drop_last=True, num_workers=0)
     metrics: dict[str, float] = {}
-    for step, (_, (x, y)) in zip(range(start, config.steps), training_data.epochs(loader, done=start)):
+    for step, (_, (x, y)) in zip(range(start, config.steps + 1), training_data.epochs(loader, done=start - 1)):
         loss = torch.nn.functional.mse_loss(model(x.to(ctx.device)), y.to(ctx.device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
-        last = step == config.steps - 1
+        last = step == config.steps
         if step % config.log_every == 0 or last:
             metrics = {"loss": loss.item()}
             stop_if_diverged(math.isfinite(metrics["loss"]), "template", f"loss {metrics['loss']}", step)
