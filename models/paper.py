@@ -100,8 +100,8 @@ def sweep_comparison(table, evaluations: Mapping[str, Mapping[str, Any]] | None,
         reported = sorted(c for c in frame.columns if not c.startswith(PREFIX) and frame[c].dtype.kind == "f"
                           and frame[c].notna().any() and c not in ("wall_time",))
         return (f"no metric of this sweep maps to a published figure (its rows hold: {', '.join(reported) or 'none'}), "
-                f"and no trial has an evaluation; run `dynagen evaluate {experiment} --checkpoint <trial folder>` "
-                f"on its trials (folders under trials/), then this analysis again")
+                f"and no trial has an evaluation; run `dynagen evaluate {experiment} --checkpoint CHECKPOINT` on its trials' "
+                f"checkpoints (README, \"Reproducing the papers\"), then this analysis again")
     rows = []
     for (_, metric, source), entry in sorted(groups.items(), key=lambda item: item[0]):
         mean, half_width, n = mean_and_ci95(entry["measured"])

@@ -106,7 +106,7 @@ def test_pde_sweep_without_evaluations_says_so_in_one_line_then_compares_them(tm
     assert cli.main(["results", sweep, "--storage", storage, "--analysis", "paper"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 1 and printed[0].startswith("paper: no metric of this sweep maps to a published figure")
-    assert "loss" in printed[0] and "dynagen evaluate pde --checkpoint" in printed[0]
+    assert "loss, loss/ae, lr" in printed[0] and "dynagen evaluate pde --checkpoint CHECKPOINT" in printed[0]
 
     for trial_id, value in copy_last.items():
         if trial_id == "t45_1":
