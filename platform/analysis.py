@@ -132,6 +132,9 @@ def write_summary_files(storage: str, sweep: str, rows: list[dict[str, Any]]) ->
 def print_summary(storage: str, sweep: str, group_by=None, metrics=None, analysis: str | None = None) -> list[dict[str, Any]]:
     if analysis:
         rows = run_analysis(storage, sweep, analysis)
+        if isinstance(rows, str):  # an analysis with nothing to show says why in one line
+            print(f"{analysis}: {rows}")
+            return []
         print(f"{analysis}:")
         print(format_table(rows))
         return rows
@@ -147,8 +150,50 @@ def print_summary(storage: str, sweep: str, group_by=None, metrics=None, analysi
     return rows
 
 
-def run_analysis(storage: str, sweep: str, name: str) -> list[dict[str, Any]]:
-    """``Experiment.analyses[name](table)`` on the sweep's rows, as printable rows."""
+# Where `dynagen evaluate --checkpoint <run or trial folder>` writes by default (cli.cmd_evaluate: <run>/eval).
+EVALUATION_FILE = ("eval", "metrics.json")
+# A sweep trial's checkpoints are in Tune's folder for it, <sweep>/tune_trial_<trial id>_<index>_<params>_<date>
+# (the trainable is launch.tune_trial), its artifacts in <sweep>/trials/<trial id>: an evaluation is in either.
+TUNE_FOLDER_PREFIX = "tune_trial_"
+
+
+def trial_evaluations(storage: str, sweep: str, trial_ids) -> dict[str, dict[str, Any]]:
+    """Trial id -> the ``metrics.json`` (metrics and evaluation manifest) that ``dynagen evaluate`` wrote for the
+    trial: ``eval/metrics.json`` in its folder ``<sweep>/trials/<id>/`` or in Tune's folder holding its checkpoints
+    (``--checkpoint`` given either); trials nobody evaluated are absent."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from dynagen.platform.results import join, resolve_storage
+
+    filesystem, base, _ = resolve_storage(storage)
+    folders = {info.path.rsplit("/", 1)[-1]: info.path
+               for parent in (join(base, sweep), join(base, sweep, "trials"))
+               for info in filesystem.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+               if info.type == pafs.FileType.Directory}
+    found: dict[str, dict[str, Any]] = {}
+    for trial_id in trial_ids:
+        candidates = [path for name, path in sorted(folders.items())
+                      if name == trial_id or name.startswith(f"{TUNE_FOLDER_PREFIX}{trial_id}_")]
+        for folder in candidates:
+            path = join(folder, *EVALUATION_FILE)
+            try:
+                with filesystem.open_input_stream(path) as handle:
+                    document = json.loads(handle.read())
+            except FileNotFoundError:
+                continue
+            except ValueError as error:
+                raise UsageError(f"evaluation: {path} is damaged ({error}); allowed: a metrics.json written by dynagen evaluate") from None
+            if isinstance(document, dict):
+                found[str(trial_id)] = document
+                break
+    return found
+
+
+def run_analysis(storage: str, sweep: str, name: str) -> "list[dict[str, Any]] | str":
+    """``Experiment.analyses[name](table, evaluations)`` on the sweep's rows and its trials' evaluations
+    (:func:`trial_evaluations`), as printable rows, or one line saying why there are none."""
     from dynagen.platform.registry import get
 
     table = _table(storage, sweep)
@@ -156,7 +201,10 @@ def run_analysis(storage: str, sweep: str, name: str) -> list[dict[str, Any]]:
     experiment = get(experiments[0])
     if name not in experiment.analyses:
         raise UsageError(f"analysis: unknown {name!r} for {experiment.name}; allowed: {', '.join(experiment.analyses) or '(none)'}")
-    result = experiment.analyses[name](table)
+    trial_ids = sorted(set(table["trial_id"].to_pylist()) - {None})
+    result = experiment.analyses[name](table, trial_evaluations(storage, sweep, trial_ids))
+    if isinstance(result, str):
+        return result
     if hasattr(result, "to_pylist"):
         return result.to_pylist()
     if hasattr(result, "to_dict"):
@@ -327,7 +375,9 @@ def write_report(storage: str, name: str, metrics: Sequence[str] | None = None, 
         analyses = []
     for analysis in analyses:
         try:
-            sections.append(f"<h2>Analysis: {html.escape(analysis)}</h2>" + _html_table(run_analysis(storage, name, analysis)))
+            result = run_analysis(storage, name, analysis)
+            shown = f"<p>{html.escape(result)}</p>" if isinstance(result, str) else _html_table(result)
+            sections.append(f"<h2>Analysis: {html.escape(analysis)}</h2>" + shown)
         except Exception as error:  # an analysis that does not apply to this sweep (e.g. no infinite-width trials)
             sections.append(f"<h2>Analysis: {html.escape(analysis)}</h2><p>not available: {html.escape(str(error))}</p>")
     if local:

@@ -158,8 +158,8 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
         _with_traceback(_tune_trial, params, experiment, settings, trial_id, entered)
 
 
-def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSettings, trial_id: str,
-                entered: float) -> None:
+def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSettings, trial_id: str, entered: float) -> None:
+    """``entered``: when :func:`tune_trial` began (perf_counter), the start of the trial's start-up time."""
     import ray.tune
 
     summary = read_summary(settings.storage, settings.sweep_id, experiment.name, trial_id)

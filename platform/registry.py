@@ -120,7 +120,9 @@ class Experiment:
     backend: Literal["torch", "jax"] = "torch"
     description: str = ""
     # Extra comparisons ``dynagen results SWEEP --analysis NAME`` can print: each takes the
-    # sweep's results table (pyarrow.Table, step and summary rows) and returns a table to print.
+    # sweep's results table (pyarrow.Table, step and summary rows) and its trials' evaluations (trial id ->
+    # the metrics.json `dynagen evaluate` wrote into the trial folder's eval/, manifest included) and returns
+    # a table to print, or one line saying why it has none.
     analyses: Mapping[str, Union[str, Callable[[Any], Any]]] = field(default_factory=dict)
     # The paper's published figures beside measured ones (``dynagen evaluate`` prints them).
     published: Union[str, PublishedFn, None] = None

@@ -15,7 +15,7 @@ import numpy as np
 METRICS = ("sinkhorn", "energy")
 
 
-def agreement(table):
+def agreement(table, evaluations=None):  # evaluations: unused (platform/analysis.py run_analysis)
     import pandas as pd
     import pyarrow as pa
     from scipy.stats import spearmanr

@@ -44,8 +44,9 @@ def compare(config, metrics: Mapping[str, float], manifest: Mapping[str, Any] | 
              "published": ENERGY[config.arch][reference_step], "comparable": not why, "why": "; ".join(why) or "same protocol"}]
 
 
-def paper(table):
-    """``dynagen results SWEEP --analysis paper``: each published ordering, held or not, on the sweep's runs."""
+def paper(table, evaluations=None):
+    """``dynagen results SWEEP --analysis paper``: each published ordering, held or not, on the sweep's runs (from their
+    per-step energies; ``evaluations``, the trials' ``dynagen evaluate`` results, are not used)."""
     import pyarrow as pa
 
     frame = table.to_pandas() if hasattr(table, "to_pandas") else table

@@ -168,6 +168,7 @@ EXPERIMENT = Experiment(
     backend="torch",
     description="PDE-driven spatiotemporal disentanglement (E_S → w, E_T → y, dy/dt = f(y), u = D(w, y))",
     published="dynagen.models.pde.published:compare",
+    analyses={"paper": "dynagen.models.pde.published:paper"},
     metrics=("loss", "loss/ae", "loss/s", "loss/pred", "loss/t", "lr", "epoch", "steps_per_s"),
     checkpoint_keys=("model",),
 )

@@ -42,3 +42,13 @@ def compare(config, metrics: Mapping[str, float], manifest: Mapping[str, Any] | 
         {"metric": "mse/model ÷ mse/copy_last (1-20) <= 0.1", "measured": ratio, "published": MODEL_TO_COPY_LAST_1_20,
          "comparable": not twenty, "why": "; ".join(twenty) or ("held" if ratio is not None and ratio <= 0.1 else "NOT held")},
     ]
+
+
+def paper(table, evaluations=None):
+    """``dynagen results SWEEP --analysis paper`` (models/paper.py). Training reports only losses (models/pde/train.py):
+    the figures come from the trials' ``dynagen evaluate`` results."""
+    from dynagen.models.paper import sweep_comparison
+    from dynagen.models.pde.experiment import PDEConfig
+
+    return sweep_comparison(table, evaluations, config_class=PDEConfig, compare=compare, row_protocols=lambda config: [],
+                            experiment="pde")

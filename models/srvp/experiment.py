@@ -145,6 +145,7 @@ EXPERIMENT = Experiment(
     description="Stochastic Latent Residual Video Prediction (Franceschi et al. 2020) on Moving MNIST, KTH, Human3.6M, BAIR",
     importers={"released": "dynagen.models.srvp.released:import_released"},
     published="dynagen.models.srvp.published:compare",
+    analyses={"paper": "dynagen.models.srvp.published:paper"},
     metrics=("train/loss", "train/nll", "train/kl_y", "train/kl_z", "train/l2_res", "lr", "val/psnr"),
     checkpoint_keys=("model",),
 )

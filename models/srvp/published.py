@@ -42,14 +42,17 @@ def protocol_differences(config, manifest: Mapping[str, Any] | None) -> list[str
     test_set, frames, samples = manifest["test_set"], manifest["frames"], manifest["samples"]
     if test_set["stand_in"]:
         why.append("stand-in digits, not MNIST")
-    if test_set["n_test_requested"] is not None:
+    if test_set.get("validation"):
+        why.append(test_set["validation"])
+    elif test_set["n_test_requested"] is not None:
         why.append(f"a subset of the test set (n_test={test_set['n_test_requested']})")
-    if config.dataset in ("smmnist", "mmnist") and not test_set["source"].startswith("fixed test set"):
+    if config.dataset in ("smmnist", "mmnist") and not test_set.get("validation") and not test_set["source"].startswith("fixed test set"):
         why.append("test set built here, not the original's fixed file")
     measured = dict(conditioning=frames["conditioning"], predicted=frames["predicted"], samples=samples["n"],
                     k=manifest["euler_steps"]["test"])
     why += [f"{key} {measured[key]} (paper {value})" for key, value in paper.items() if measured[key] != value]
-    if manifest["metrics"]["ssim"]["convention"] != "srvp":
+    ssim = manifest["metrics"].get("ssim")
+    if ssim and ssim["convention"] != "srvp":
         why.append("SSIM convention")
     if config.nx != 64:
         why.append(f"{config.nx}x{config.nx} frames (paper 64x64)")
@@ -72,3 +75,35 @@ def compare(config, metrics: Mapping[str, float], manifest: Mapping[str, Any] | 
         rows.append({"metric": metric, "measured": metrics.get(metric), "published": value, "comparable": not why,
                      "why": "; ".join(why) or "same protocol"})
     return rows
+
+
+def validation_manifest(config) -> dict[str, Any]:
+    """The protocol of the ``val/psnr`` that training reports (models/srvp/train.py ``validate``, docs/srvp.md §3), in
+    the shape of an evaluation manifest (models/srvp/evaluate.py ``manifest``), for :func:`protocol_differences`."""
+    clips = config.n_iter_test * config.batch_size_test
+    moving_mnist = config.dataset in ("smmnist", "mmnist")
+    return {
+        # models/moving_mnist.py digits_for: without data_dir, Moving MNIST is drawn from the stand-in digits
+        "test_set": {"dataset": config.dataset, "stand_in": moving_mnist and not config.data_dir, "n_test_requested": clips,
+                     "source": "validation fold of the training data",
+                     "validation": f"validation during training: {clips} clips of the training data's validation fold, "
+                                   "not the test set, best sample chosen on the PSNR of all frames"},
+        "frames": {"conditioning": config.nt_cond, "predicted": config.seq_len_test - config.nt_cond},
+        "samples": {"n": config.n_samples_test},
+        "euler_steps": {"test": config.n_euler_steps},
+        "metrics": {"psnr": "10 log10(1 / MSE) per frame, clamped at 100 dB, mean over the predicted frames"},
+    }
+
+
+def row_protocols(config):
+    """The summary-row metrics that estimate a published figure: training's ``val/psnr`` is a ``psnr/model``."""
+    return [("val/psnr", "psnr/model", validation_manifest(config))]
+
+
+def paper(table, evaluations=None):
+    """``dynagen results SWEEP --analysis paper`` (models/paper.py): each group's measured figures beside the paper's."""
+    from dynagen.models.paper import sweep_comparison
+    from dynagen.models.srvp.experiment import SRVPConfig
+
+    return sweep_comparison(table, evaluations, config_class=SRVPConfig, compare=compare, row_protocols=row_protocols,
+                            experiment="srvp")
