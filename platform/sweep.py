@@ -269,9 +269,10 @@ def _search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
         space["seed"] = tune.grid_search(spec.seeds)
         return space, None, 1
     from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(space=DefineByRun(spec.grid_points(), spec.sampled_axes), metric=spec.metric, mode=spec.mode, seed=spec.search_seed)
+    from dynagen.platform.optuna_search import OptunaOnMeasuredReports
+
+    searcher = OptunaOnMeasuredReports(space=DefineByRun(spec.grid_points(), spec.sampled_axes), metric=spec.metric, mode=spec.mode, seed=spec.search_seed)
     if len(spec.seeds) > 1:
         searcher = Repeater(searcher, repeat=len(spec.seeds), set_index=True)
     return {}, searcher, spec.num_trials()
@@ -313,6 +314,10 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         raise UsageError(f"name: sweep {spec.name!r} already has results under {canonical}; use --resume or another name")
     # Persist Tune's experiment state often, so that an interrupted sweep loses little.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # A metric measured at some reports only (validation every few steps) is legitimate: Tune's check that every
+    # report carries it is off, the metric's name was checked against the experiment's metrics when the spec was loaded;
+    # ASHA and the searcher (platform/optuna_search.py) act on the reports that carry it.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
     workers = spec.resources.workers
     # Ray's and Tune's logging into the sweep's log while it runs (from before Ray starts: its start-up lines too)
     with contextlib.nullcontext() if verbose else console.quiet_driver(run_dir_for(canonical, spec.name)[0]):

@@ -36,6 +36,7 @@ class ToyConfig(ExperimentConfig):
     fail_rank: int = 0
     fail_mode: Literal["raise", "exit"] = "raise"
     fail_marker: str = ""  # a worker fails only while this file does not exist (then creates it)
+    val_every: int = Field(0, ge=0)  # > 0: `val_error` reported every val_every steps only, as a validation metric is
 
 
 def _maybe_fail(config: ToyConfig, rank: int, step: int) -> None:
@@ -96,15 +97,17 @@ def train(config: ToyConfig, ctx) -> dict[str, float]:
         last = step == config.steps - 1
         if step % config.log_every == 0 or last:
             weight_error = (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()
+            validated = config.val_every and (step % config.val_every == 0 or last)
             ctx.report(
                 step,
-                {"loss": loss.item(), "weight_error": weight_error, "start_step": float(start)},
+                {"loss": loss.item(), "weight_error": weight_error, "start_step": float(start),
+                 **({"val_error": weight_error} if validated else {})},
                 state=lambda: {"model": model.state_dict(), "optimizer": optimizer.state_dict()},
                 final=last,
             )
     weight_error = (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()
     return {"loss": loss.item(), "weight_error": weight_error, "torch_threads": float(torch.get_num_threads()),
-            "niceness": float(os.nice(0))}
+            "niceness": float(os.nice(0)), **({"val_error": weight_error} if config.val_every else {})}
 
 
 def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
@@ -152,7 +155,7 @@ TOY = Experiment(
     presets={"fast": {"steps": 10, "log_every": 2}, "adam": {"optimizer": "adam", "lr": 0.1}},
     backend="torch",
     description="4-parameter linear regression (test experiment)",
-    metrics=("loss", "weight_error", "start_step", "torch_threads", "niceness"),
+    metrics=("loss", "weight_error", "start_step", "val_error", "torch_threads", "niceness"),
     checkpoint_keys=("model",),
 )
 

@@ -87,6 +87,25 @@ def test_optuna_asha_sweep_rows_are_read_back_and_aggregated(ray_cluster, tmp_pa
         assert row["loss ci95"] == pytest.approx((high - low) / 2)
 
 
+def test_a_metric_measured_at_some_reports_only_drives_optuna_and_asha(ray_cluster, tmp_path):
+    # As SRVP's val/psnr: the metric comes every val_every steps, training losses at every report. Tune's strict
+    # metric check and Ray's OptunaSearch would fail the trials on the first report without it.
+    spec = load_sweep_spec(str(_write_spec(
+        tmp_path / "toy_sparse.yaml", experiment="toy", fixed={"steps": 24, "log_every": 4, "val_every": 8},
+        space={"lr": {"loguniform": [0.01, 0.3]}}, seeds=[0], num_samples=2, metric="val_error", mode="min",
+        scheduler={"type": "asha", "max_t": 24, "grace_period": 8, "reduction_factor": 2},
+        resources={"cpu": 1, "workers": 1}, max_concurrent=1, checkpoint_every=0,
+    )))
+    storage = str(tmp_path / "runs")
+    run_sweep(spec, storage=storage)
+    summary = read_results(storage, "toy_sparse", kind="summary").to_pandas()
+    assert len(summary) == 2 and set(summary["status"]) <= {"completed", "stopped"}, summary[["status", "reason"]]
+    assert summary["val_error"].notna().all() and summary["config.lr"].nunique() == 2
+    steps = read_results(storage, "toy_sparse", kind="step").to_pandas()
+    measured = steps.dropna(subset=["val_error"])
+    assert set(measured["step"]) <= {0, 8, 16, 23} and len(measured) < len(steps)
+
+
 def test_results_dataset_reads_in_pandas_duckdb_and_polars(ray_cluster, tmp_path):
     import duckdb
     import pandas as pd
