@@ -179,7 +179,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from dynagen.platform.registry import MANIFEST_KEY
     from dynagen.platform.results import file_sha256
 
-    result = dict(experiment.evaluate(config, state, out_dir, **options))
+    result = _evaluate_with_progress(experiment, config, state, out_dir, options)
     manifest = dict(result.pop(MANIFEST_KEY, None) or {})
     metrics = {key: float(value) for key, value in result.items()}
     manifest["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint), "step": state.get("_step"),
@@ -189,6 +189,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
     if experiment.published is not None:
         print_comparison(experiment.published(config, metrics, manifest), f"measured | published ({experiment.name} paper)")
+
+
+def _evaluate_with_progress(experiment, config, state, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's evaluate function, its phases (``progress(phase, done, total)``: batches, clips, windows)
+    shown by the console's progress display (platform/console.py): a live bar on a terminal, on a pipe a line at
+    most every few seconds and the final count."""
+    from dynagen.platform import console
+    from dynagen.platform.context import Progress
+
+    label = f"{experiment.name} evaluate"
+    progress = Progress(label, None, console.PIPE_EVERY_S, display=console.ProgressDisplay(label))
+    try:
+        return dict(experiment.evaluate(config, state, out_dir, progress=progress.phase, **options))
+    finally:
+        progress.close()
 
 
 def print_comparison(rows, title: str) -> None:
