@@ -176,10 +176,10 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
     if not settings.trial_id:  # a sweep trial: artifacts under <sweep>/trials/<trial id>
         settings = dataclasses.replace(settings, trial_id=trial_id, run_name=f"{settings.sweep_id}/trials/{trial_id}")
     with console.output_to(_worker_log(settings, console.TRIAL_LOG)):
-        _with_traceback(_tune_trial, params, experiment, settings, trial_id)
+        _with_traceback(_tune_trial, params, experiment, settings, trial_id, entered)
 
 
-def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSettings, trial_id: str) -> None:
+def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSettings, trial_id: str, entered: float) -> None:
     import ray.tune
 
     summary = read_summary(settings.storage, settings.sweep_id, experiment.name, trial_id)
