@@ -61,11 +61,21 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[-1][:200] if lines else ''}"
 
 
+TIMINGS_PREFIX = "time/"  # seconds per phase of a run (GAN(TK)²'s Timings, a trial's start-up): one line under the table
+
+
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
+    """The metrics as a table; the ``time/*`` seconds folded into one line after it (all of them stay in metrics.json
+    and the summary row): the console's final table is about the results."""
     from dynagen.platform.configs import format_table
 
+    timings = {key.removeprefix(TIMINGS_PREFIX): float(value) for key, value in sorted(metrics.items()) if key.startswith(TIMINGS_PREFIX)}
+    rows = [{"metric": key, "value": float(value)} for key, value in sorted(metrics.items()) if not key.startswith(TIMINGS_PREFIX)]
     print(f"\n{title}")
-    print(format_table([{"metric": key, "value": float(value)} for key, value in sorted(metrics.items())]))
+    if rows:
+        print(format_table(rows))
+    if timings:
+        print(f"{TIMINGS_PREFIX}* (s): " + " | ".join(f"{name} {value:.3g}" for name, value in timings.items()))
 
 
 # --------------------------------------------------------------------------------------------

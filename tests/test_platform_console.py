@@ -110,6 +110,19 @@ def test_sweep_prints_one_line_per_trial_and_a_failed_trial_names_its_full_log(t
     assert len(summaries) == 2 and all(row["dynagen_version"] for row in summaries)
 
 
+def test_a_300_step_gan_ntk_run_through_the_embedded_ray_prints_at_most_15_lines(tmp_path):
+    storage = tmp_path / "runs"
+    code, lines = _run("train", "gan-ntk", "--preset", "eight_gaussians-cpu", "--set", "steps=300", "--storage", str(storage),
+                       "--name", "gan")
+    assert code == 0, "\n".join(lines)
+    assert len(lines) <= 15, "\n".join(lines)  # issue 12's bound on a pipe
+    assert any(line.startswith("[gan-ntk gan] step 300/300 | sinkhorn ") for line in lines), "\n".join(lines)
+    # the run's timings fold into one line under the final table; metrics.json keeps every one of them
+    assert lines[-1].startswith("time/* (s): compile ") and "| steps " in lines[-1], "\n".join(lines)
+    final = json.loads((storage / "gan" / "metrics.json").read_text())
+    assert {"time/compile", "time/steps"} <= set(final) and "sinkhorn" in final
+
+
 SRVP_TINY = dict(nx=32, digit_size=14, max_speed=2, ndigits=1, nf=4, nhx=16, ny=4, nz=4, nh_inf=16, nh_res=16, nlayers_res=3,
                  nt_inf=2, nt_cond=2, seq_len=5, seq_len_test=6, nt_gen=6, batch_size=8, steps=10, lr_scheduling_burnin=10,
                  lr_scheduling_n_iter=10, log_every=5, val_interval=10, n_iter_test=1, batch_size_test=4, n_samples_test=2)
