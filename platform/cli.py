@@ -61,11 +61,21 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[-1][:200] if lines else ''}"
 
 
+TIMINGS_PREFIX = "time/"  # seconds per phase of a run (GAN(TK)²'s Timings, a trial's start-up): one line under the table
+
+
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
+    """The metrics as a table; the ``time/*`` seconds folded into one line after it (all of them stay in metrics.json
+    and the summary row): the console's final table is about the results."""
     from dynagen.platform.configs import format_table
 
+    timings = {key.removeprefix(TIMINGS_PREFIX): float(value) for key, value in sorted(metrics.items()) if key.startswith(TIMINGS_PREFIX)}
+    rows = [{"metric": key, "value": float(value)} for key, value in sorted(metrics.items()) if not key.startswith(TIMINGS_PREFIX)]
     print(f"\n{title}")
-    print(format_table([{"metric": key, "value": float(value)} for key, value in sorted(metrics.items())]))
+    if rows:
+        print(format_table(rows))
+    if timings:
+        print(f"{TIMINGS_PREFIX}* (s): " + " | ".join(f"{name} {value:.3g}" for name, value in timings.items()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -179,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from dynagen.platform.registry import MANIFEST_KEY
     from dynagen.platform.results import file_sha256
 
-    result = dict(experiment.evaluate(config, state, out_dir, **options))
+    result = _evaluate_with_progress(experiment, config, state, out_dir, options)
     manifest = dict(result.pop(MANIFEST_KEY, None) or {})
     metrics = {key: float(value) for key, value in result.items()}
     manifest["checkpoint"] = {"path": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint), "step": state.get("_step"),
@@ -189,6 +199,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _print_metrics(metrics, f"evaluation of {checkpoint} -> {out_dir / 'metrics.json'}")
     if experiment.published is not None:
         print_comparison(experiment.published(config, metrics, manifest), f"measured | published ({experiment.name} paper)")
+
+
+def _evaluate_with_progress(experiment, config, state, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """The experiment's evaluate function, its phases (``progress(phase, done, total)``: batches, clips, windows)
+    shown by the console's progress display (platform/console.py): a live bar on a terminal, on a pipe a line at
+    most every few seconds and the final count."""
+    from dynagen.platform import console
+    from dynagen.platform.context import Progress
+
+    label = f"{experiment.name} evaluate"
+    progress = Progress(label, None, console.PIPE_EVERY_S, display=console.ProgressDisplay(label))
+    try:
+        return dict(experiment.evaluate(config, state, out_dir, progress=progress.phase, **options))
+    finally:
+        progress.close()
 
 
 def print_comparison(rows, title: str) -> None:

@@ -121,9 +121,10 @@ def duration(seconds: float) -> str:
 
 
 def progress_text(state: Mapping[str, Any]) -> str:
-    """``step 50/300 | sinkhorn 0.2 | ... | 81.8 steps/s | ETA 0:00:03`` (and the phase running, if any)."""
+    """``step 50/300 | sinkhorn 0.2 | ... | 81.8 steps/s | ETA 0:00:03`` (and the phase running, if any); a state
+    without a step (``dynagen evaluate``: a phase outside training) shows the phase alone."""
     total = state.get("total")
-    parts = [f"step {state['step']}{f'/{total}' if total else ''}"]
+    parts = [] if state.get("step") is None else [f"step {state['step']}{f'/{total}' if total else ''}"]
     parts += [f"{k} {v:.4g}" for k, v in list(state.get("metrics", {}).items())[:4]]
     if state.get("steps_per_s"):
         parts.append(f"{state['steps_per_s']:.2f} steps/s")
@@ -147,32 +148,48 @@ class ProgressDisplay:
         self._bar = None
         self._last_print = 0.0
         self._last_text = ""
+        self._pending: Mapping[str, Any] | None = None  # the last state given, if not yet written (pipe)
 
     def show(self, state: Mapping[str, Any]) -> None:
         text = progress_text(state)
+        self._pending = state
         if self.terminal:
             from tqdm import tqdm
 
+            # the bar counts steps; a state without one (a phase outside training) counts the phase's items
+            phase = state.get("phase") or {}
+            done, total, unit = ((state["step"], state.get("total"), "step") if state.get("step") is not None
+                                 else (phase.get("done", 0), phase.get("total"), "item"))
             if self._bar is None:
-                self._bar = tqdm(total=state.get("total") or None, desc=self.label, unit="step", dynamic_ncols=True, leave=True,
+                self._bar = tqdm(total=total or None, desc=self.label, unit=unit, dynamic_ncols=True, leave=True,
                                  file=self.stream or sys.stderr)
-            self._bar.total = state.get("total") or self._bar.total
-            self._bar.n = min(state["step"], self._bar.total) if self._bar.total else state["step"]
-            self._bar.set_postfix_str(text.split(" | ", 1)[1] if " | " in text else "", refresh=True)
+            self._bar.total = total or self._bar.total
+            self._bar.n = min(done, self._bar.total) if self._bar.total else done
+            # the step count is the bar's own; a phase's text stays whole (its ETA)
+            postfix = text if state.get("step") is None else (text.split(" | ", 1)[1] if " | " in text else "")
+            self._bar.set_postfix_str(postfix, refresh=True)
             return
         now = time.monotonic()
         if text == self._last_text or (not state.get("final") and now - self._last_print < self.every_s):
             return
-        self._last_print, self._last_text = now, text
+        self._write(text, now)
+
+    def _write(self, text: str, now: float) -> None:
+        self._last_print, self._last_text, self._pending = now, text, None
         # a stream's write, not print(): Ray Train's patched print() would echo the line twice on the driver
         stream = self.stream or sys.stdout
         stream.write(f"[{self.label}] {text}\n")
         stream.flush()
 
     def close(self) -> None:
+        """The bar closed; on a pipe, the last state shown if the rate limit held it back (an evaluation's final
+        count, the state a failed run stopped at)."""
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+        elif self._pending is not None and progress_text(self._pending) != self._last_text:
+            self._write(progress_text(self._pending), time.monotonic())
+        self._pending = None
 
 
 def write_progress(run_dir: Path, state: Mapping[str, Any]) -> None:

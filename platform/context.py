@@ -137,8 +137,9 @@ class Progress:
         if done == 0:
             self._phase_start = now
         rate = done / max(now - self._phase_start, 1e-9)
-        state = dict(self._state or {"step": 0, "total": self.total, "metrics": {}, "steps_per_s": None, "eta_s": None, "final": False})
-        state["phase"] = {"name": name, "done": done, "total": total, "eta_s": (total - done) / rate if rate > 0 else None}
+        # before any report (an evaluation, a validation ahead of the first step) there is no step to show
+        state = dict(self._state or {"step": None, "total": self.total, "metrics": {}, "steps_per_s": None, "eta_s": None, "final": False})
+        state["phase"] = {"name": name, "done": done, "total": total, "eta_s": (total - done) / rate if rate > 0 and done < total else None}
         self._state = state
         self._emit(done >= total)
 

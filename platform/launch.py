@@ -37,7 +37,7 @@ from dynagen.platform.run import (
     trial_config, write_run_config,
 )
 from dynagen.platform.names import check_name
-from dynagen.platform.runtime import ensure_ray, limit_threads, train_worker_env
+from dynagen.platform.runtime import ensure_ray, limit_threads, serves_state_api, train_worker_env
 
 ERROR_FILE = "error.txt"  # a --local run's traceback, in its run folder (Ray keeps its own)
 
@@ -123,10 +123,9 @@ def _torch_trainer(experiment: Experiment, config_dict: Mapping[str, Any], setti
                    storage_path: str, name: str, callbacks: list | None = None):
     """The one ``TorchTrainer`` of a run: ``settings.workers`` ranks, its failures and checkpoints."""
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     resources = {"CPU": settings.cpus_per_worker, **({"GPU": 1} if settings.use_gpu else {})}
-    return TorchTrainer(
+    return _trainer_class(settings.state_api)(
         train_worker,
         train_loop_config={"experiment": experiment, "config": dict(config_dict), "settings": settings, "trial_id": trial_id},
         scaling_config=ray.train.ScalingConfig(num_workers=settings.workers, use_gpu=settings.use_gpu, resources_per_worker=resources),
@@ -139,6 +138,28 @@ def _torch_trainer(experiment: Experiment, config_dict: Mapping[str, Any], setti
             callbacks=callbacks or [],
         ),
     )
+
+
+def _trainer_class(state_api: bool):
+    """``TorchTrainer``, or on a Ray without the state API (the embedded one) a ``TorchTrainer`` without Ray Train V2's
+    ``PlacementGroupCleanerCallback`` (docs/platform.md, "Ray Train's placement-group cleaner"). That callback starts a
+    detached actor which asks the state API every second whether the controller is alive, to remove the run's
+    placement group if it died ungracefully; the state API is served by the dashboard, so on the embedded Ray every
+    query fails, the actor logs "Failed to query Ray Train Controller actor state" and, never learning of a death,
+    could never clean anything up. Train V2 adds it unconditionally in ``_create_default_callbacks`` (ray==2.60.0,
+    pinned in pyproject.toml): the one place to leave it out."""
+    from ray.train.torch import TorchTrainer
+
+    if state_api:
+        return TorchTrainer
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    class TrainerWithoutStateApi(TorchTrainer):
+        def _create_default_callbacks(self):
+            return [callback for callback in super()._create_default_callbacks()
+                    if not isinstance(callback, PlacementGroupCleanerCallback)]
+
+    return TrainerWithoutStateApi
 
 
 def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunSettings) -> None:
@@ -343,7 +364,7 @@ def run_training(
             storage=canonical, sweep_id=name, trial_id=name, run_name=name, checkpoint_every=checkpoint_every,
             keep_checkpoints=keep_checkpoints, max_failures=max_failures, workers=workers,
             cpus_per_worker=cpus_per_worker, use_gpu=use_gpu, progress_every_s=progress_every_s, fixed=config_dict, verbose=verbose,
-            tracker=tracker,
+            tracker=tracker, state_api=serves_state_api(),
         )
         run_dir = Path(run_path(canonical, name))
         if not verbose:

@@ -55,9 +55,17 @@ TrainFn = Callable[[Any, "RunContext"], Mapping[str, float]]
 """``train(config, ctx) -> final metrics``. Runs in a Ray Train worker (torch), a Tune trial (jax) or locally."""
 
 EvaluateFn = Callable[..., Mapping[str, float]]
-"""``evaluate(config, state, out_dir, **options) -> metrics``; ``state`` is a checkpoint's dict, the options
-the fields of the experiment's :class:`EvaluateOptions`. The metrics may hold one non-float entry,
-``MANIFEST_KEY``: a JSON-serialisable description of what was scored and how."""
+"""``evaluate(config, state, out_dir, progress=None, **options) -> metrics``; ``state`` is a checkpoint's dict, the
+options the fields of the experiment's :class:`EvaluateOptions`, ``progress`` a :data:`ProgressFn` (given only to a
+function that declares that parameter). The metrics may hold one non-float entry, ``MANIFEST_KEY``: a
+JSON-serialisable description of what was scored and how."""
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(phase, done, total)``: ``done`` of ``total`` items (batches, clips, windows) of a named phase, called with
+``done == 0`` when the phase starts (its ETA counts from there) and with ``done == total`` when it ends; the same
+signature as ``ctx.progress`` (docs/platform.md, "The run context"). ``dynagen evaluate`` shows it on the console."""
+
+PROGRESS_PARAMETER = "progress"
 
 MANIFEST_KEY = "manifest"
 
@@ -101,9 +109,18 @@ class Evaluation(Function):
         super().__init__(target)
         self.options = options
 
-    def __call__(self, config: Any, state: Mapping[str, Any], out_dir: Any, **options: Any) -> Mapping[str, float]:
-        values = self.options.model_validate(options)
-        return super().__call__(config, state, out_dir, **values.model_dump())
+    def __call__(self, config: Any, state: Mapping[str, Any], out_dir: Any, *, progress: ProgressFn | None = None,
+                 **options: Any) -> Mapping[str, float]:
+        values = self.options.model_validate(options).model_dump()
+        if progress is not None and self.reports_progress():
+            values[PROGRESS_PARAMETER] = progress
+        return super().__call__(config, state, out_dir, **values)
+
+    def reports_progress(self) -> bool:
+        """Whether the function takes a ``progress`` callback (an evaluate function without one still runs, silently)."""
+        import inspect
+
+        return PROGRESS_PARAMETER in inspect.signature(self.load()).parameters
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "options": self.options}
@@ -136,6 +153,8 @@ class Experiment:
     def __post_init__(self) -> None:
         as_function = lambda f: f if isinstance(f, Function) else Function(f)  # noqa: E731
         object.__setattr__(self, "train", as_function(self.train))
+        if PROGRESS_PARAMETER in self.evaluate_options.model_fields:
+            raise TypeError(f"{self.name}: evaluate option {PROGRESS_PARAMETER!r} is the platform's progress callback; rename it")
         if self.evaluate is not None and not isinstance(self.evaluate, Evaluation):
             object.__setattr__(self, "evaluate", Evaluation(self.evaluate, self.evaluate_options))
         object.__setattr__(self, "analyses", {name: as_function(f) for name, f in self.analyses.items()})

@@ -71,6 +71,7 @@ class RunSettings:
     command: list[str] = field(default_factory=lambda: list(sys.argv))  # the driver's command line (made there)
     verbose: bool = False  # `-v`: Ray's and the libraries' output on the console, progress lines from the workers
     tracker: str | None = None  # "mlflow" | "wandb": one tracker run per run or trial (platform/trackers.py)
+    state_api: bool = True  # the Ray serves its state API (runtime.serves_state_api): Ray Train's placement-group cleaner can work
 
 
 def run_path(storage: str, *parts: str, field: str = "name") -> str:

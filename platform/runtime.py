@@ -57,6 +57,18 @@ def _check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None
                          f"allowed: the address of a running Ray cluster, or unset RAY_ADDRESS for an embedded one") from None
 
 
+_embedded_session: str | None = None  # the node id of the embedded Ray this process started, while it may be up
+
+
+def serves_state_api() -> bool:
+    """Whether the Ray this process is connected to serves Ray's state API (``ray.util.state``), as far as dynagen
+    knows: not the embedded one :func:`ensure_ray` starts, whose API server (the dashboard) is not started and whose
+    dependencies (``ray[default]``) are not installed; a cluster through ``RAY_ADDRESS`` is taken to serve it."""
+    import ray
+
+    return not (_embedded_session is not None and ray.is_initialized() and ray.get_runtime_context().get_node_id() == _embedded_session)
+
+
 def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None, quiet: bool = False) -> None:
     """Connect to the cluster named by ``RAY_ADDRESS`` (``ray job submit`` sets it), failing in one line naming the
     address if it cannot be reached; else start a NEW embedded local Ray without the dashboard
@@ -84,6 +96,8 @@ def ensure_ray(needs: Mapping[str, tuple[float, str]] | None = None, quiet: bool
                              f"allowed: the address of a running Ray cluster, or unset RAY_ADDRESS for an embedded one") from None
         return
     ray.init(address="local", include_dashboard=False, **output)
+    global _embedded_session
+    _embedded_session = ray.get_runtime_context().get_node_id()
     available = ray.cluster_resources()
     for resource, (needed, option) in (needs or {}).items():
         if needed > available.get(resource, 0):

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import dataclasses
 import itertools
 import os
 from importlib import resources
@@ -294,7 +295,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
     from dynagen.platform.registry import get
     from dynagen.platform.results import compact_results, join, resolve_storage
     from dynagen.platform.run import RunSettings, run_dir_for, summary_callback
-    from dynagen.platform.runtime import ensure_ray
+    from dynagen.platform.runtime import ensure_ray, serves_state_api
 
     experiment = get(spec.experiment)
     backend = backend_of(experiment)
@@ -323,6 +324,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
     with contextlib.nullcontext() if verbose else console.quiet_driver(run_dir_for(canonical, spec.name)[0]):
         ensure_ray({"CPU": (workers * settings.cpus_per_worker, "resources.cpu x resources.workers"),
                     "GPU": (workers * spec.resources.gpu, "resources.gpu x resources.workers")}, quiet=not verbose)
+        settings = dataclasses.replace(settings, state_api=serves_state_api())  # known once Ray is up
         summaries = summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)
         callbacks = [summaries, *console.tune_loggers()]
         if not verbose:

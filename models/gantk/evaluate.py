@@ -18,24 +18,33 @@ from dynagen.models.gantk.train import Evaluator, _dtype, figure, restore
 from dynagen.models.manifest import arrays_sha256, library_versions
 
 
-def evaluate(config: GanNtkConfig, state: Mapping[str, Any], out_dir, samples: int | None = None) -> dict[str, Any]:
+def evaluate(config: GanNtkConfig, state: Mapping[str, Any], out_dir, samples: int | None = None,
+             progress=None) -> dict[str, Any]:
     """Final particles vs targets (and, as a baseline, the initial particles); with ``samples`` also
     against a fresh target sample drawn with another seed (generated targets only). With the manifest of
-    what was scored and how."""
+    what was scored and how. ``progress(phase, done, total)``: the particle sets scored, then the figure
+    (docs/platform.md, "Registering an experiment"; ``dynagen evaluate`` shows it)."""
     dtype = _dtype(config)
     particles = np.asarray(state["particles"], dtype)
     source, targets = np.asarray(state["source"], dtype), np.asarray(state["targets"], dtype)
+    fresh_targets = bool(samples) and config.target in ("eight_gaussians", "ring", "image_density")
+    report, total = progress or (lambda phase, done, total: None), 3 + int(fresh_targets)  # particles, source, [fresh], figure
+    report("evaluation", 0, total)
     evaluate = Evaluator(config, targets, dtype)
     result = {f"{name}/particles": value for name, value in evaluate(particles).items()}
+    report("evaluation", 1, total)
     result |= {f"{name}/source": value for name, value in evaluate(source).items()}
-    if samples and config.target in ("eight_gaussians", "ring", "image_density"):
+    report("evaluation", 2, total)
+    if fresh_targets:
         fresh_config = config.model_copy(update={"seed": config.seed + 1, "n_targets": int(samples)})
         fresh = make_problem(fresh_config)[1]
         result["sinkhorn/fresh_targets"] = metrics.sinkhorn(particles, fresh, config.sinkhorn_blur)
         result["energy/fresh_targets"] = metrics.energy(particles, fresh)
+        report("evaluation", 3, total)
     flow = ParticleFlow(config, jnp.asarray(targets))
     flow_state = restore(flow.init(source, jax.random.PRNGKey(config.seed)), state, flow)
     figure(flow, flow_state, targets, Path(out_dir) / "particles.png", f"{config.arch} loss={config.loss} final")
+    report("evaluation", total, total)
     result["manifest"] = {
         "test_set": {"target": config.target, "n_targets": config.n_targets, "seed": config.seed,
                      "sha256": arrays_sha256([np.asarray(state["targets"])]),

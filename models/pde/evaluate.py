@@ -98,9 +98,10 @@ def _write_csv(path: Path, curves: dict[str, np.ndarray]) -> None:
 
 @torch.no_grad()
 def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batch_size: int | None = None,
-                        horizon: int | None = None, device: str | None = None) -> dict[str, float]:
+                        horizon: int | None = None, device: str | None = None, progress=None) -> dict[str, float]:
     """Scores ``samples`` random test windows (all by default) in batches of ``batch_size`` (256, the original's)
-    over ``horizon`` steps (the config's test_horizon by default)."""
+    over ``horizon`` steps (the config's test_horizon by default). ``progress(phase, done, total)``: the windows scored
+    so far (docs/platform.md, "Registering an experiment"; ``dynagen evaluate`` shows it)."""
     batch_size = batch_size or 256
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     out_dir = Path(out_dir)
@@ -126,6 +127,8 @@ def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batc
     temperature: dict[str, dict[str, torch.Tensor]] = {}  # SST: score → method → per-horizon sums
     swap: dict[str, float] = {}
     first_batch, content = None, hashlib.sha256()
+    report, scored = progress or (lambda phase, done, total: None), 0
+    report("test windows", 0, len(indices))
     for chunk in (indices[i : i + batch_size] for i in range(0, len(indices), batch_size)):
         cond, target = next(iter(DataLoader(Subset(test, chunk), batch_size=len(chunk))))
         for window in (cond, target):  # the identity of exactly what was scored, in order
@@ -151,6 +154,8 @@ def evaluate(config: PDEConfig, state, out_dir, samples: int | None = None, batc
         swapped = model.predict(cond, horizon, init_s_code=model.Es(sources.to(device)))
         for name, values in metrics.best_of_permutations(swapped, [c.to(device) for c in candidates], image_metrics).items():
             swap[f"swap/{name}"] = swap.get(f"swap/{name}", 0.0) + float(values.sum())
+        scored += len(chunk)
+        report("test windows", scored, len(indices))
 
     n = len(indices)
     curves = {m: (sq_error[m] / n).numpy() for m in methods}

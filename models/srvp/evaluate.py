@@ -93,14 +93,15 @@ def _finite_mean(values: np.ndarray) -> tuple[float, int]:
 
 def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = None, n_test: int | None = None,
              batch_size: int | None = None, device: str | None = None, n_euler_steps_test: int | None = None,
-             lpips: str | None = None, fvd: str | None = None) -> dict[str, float]:
+             lpips: str | None = None, fvd: str | None = None, progress=None) -> dict[str, float]:
     """Best-of-``samples`` metrics of the checkpoint ``state`` on ``n_test`` test clips (all by default), in
     batches of ``batch_size`` clips (default 16, docs/srvp.md §4).
 
     ``lpips`` / ``fvd``: TorchScript files of the LPIPS (AlexNet-lin) and I3D networks (models/srvp/README.md);
     those metrics are only computed when given. ``device``: the first GPU when there is one, else the CPU; the
     model, the sampling and the LPIPS / I3D networks all run there. Writes per-frame curves (CSV, PNG), sample
-    grids (PNG, GIF) and the test set used.
+    grids (PNG, GIF) and the test set used. ``progress(phase, done, total)``: the clips scored so far (docs/platform.md,
+    "Registering an experiment"; ``dynagen evaluate`` shows it).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     batch_size = int(batch_size or TEST_BATCH_SIZE)
@@ -125,6 +126,8 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
     per_clip = {f"{m}/{n}": [] for m in ("psnr", "ssim") for n in names}
     curves = {key: [] for key in per_clip}
     lpips_best, fvd_embeddings, shown = [], ([], []), None
+    report = progress or (lambda phase, done, total: None)
+    report("test clips", 0, len(videos))
     for start in range(0, len(videos), batch_size):
         x = srvp_data.collate(videos[start : start + batch_size]).to(device)
         cond, future = x[:nt_cond], x[nt_cond:]
@@ -150,6 +153,7 @@ def evaluate(config, state: Mapping[str, Any], out_dir, samples: int | None = No
             order, clips = psnr.mean(1).argsort(0), torch.arange(x.shape[1], device=device)  # order: (N, B) ascending
             shown = (x.cpu(), preds[order[-1], :, clips].transpose(0, 1).cpu(),
                      preds[order[0], :, clips].transpose(0, 1).cpu(), preds[:N_RANDOM_SHOWN].cpu())
+        report("test clips", min(start + batch_size, len(videos)), len(videos))
 
     results: dict[str, float] = {"n_test": float(len(videos)), "samples": float(n_samples)}
     frame_rows: dict[str, np.ndarray] = {}
