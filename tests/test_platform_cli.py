@@ -141,3 +141,13 @@ def test_local_train_then_evaluate(tmp_path):
     assert evaluation.returncode == 0, evaluation.stderr
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["mse/model"] < 0.5 * metrics["mse/zero"]  # the trained model beats predicting zero
+
+
+def test_a_reader_that_goes_away_ends_dynagen_quietly():
+    # `dynagen list --fields | head -1`: the pipe is closed before dynagen writes; no traceback, the shell's SIGPIPE code
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    listing = subprocess.Popen([sys.executable, "-m", "dynagen.platform.cli", "list", "--fields"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    listing.stdout.close()
+    stderr = listing.stderr.read().decode()
+    assert listing.wait(timeout=60) == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
