@@ -250,7 +250,7 @@ def training_case(case: str, device: str, size: str, storage: str) -> dict:
         peak, peak_source = None, None
     rows = _step_rows(storage, name)
     config = read_run_config(storage, name)
-    timed = rows.iloc[1:-1] if len(rows) >= 4 else rows  # step 0 and the last step carry validations (SRVP)
+    timed = rows.iloc[1:-1] if len(rows) >= 4 else rows  # the first and last logged steps carry validations (SRVP)
     seconds = timed["wall_time"].iloc[-1] - timed["wall_time"].iloc[0]
     it_per_s = (timed["step"].iloc[-1] - timed["step"].iloc[0]) / seconds if seconds > 0 else float("nan")
     frames = config["seq_len"] if experiment == "srvp" else config["nt_cond"] + config["nt_pred"]
