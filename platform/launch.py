@@ -97,8 +97,11 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     """``train_loop_per_worker`` of the TorchTrainer: one DDP rank (its output in ``logs/rank-<r>.log``)."""
     settings: RunSettings = loop_config["settings"]
     limit_threads(settings.cpus_per_worker)  # before the model's heavy imports
-    limit_gpu_memory(backend_of(loop_config["experiment"]).name, settings.gpus_per_worker)
     import ray.train
+    import ray.train.torch
+
+    # the rank's own device: Ray Train may make every GPU of a trial's ranks on this node visible to each of them
+    limit_gpu_memory(backend_of(loop_config["experiment"]).name, settings.gpus_per_worker, ray.train.torch.get_device())
 
     rank = ray.train.get_context().get_world_rank()
     with console.output_to(_worker_log(settings, f"rank-{rank}.log")):

@@ -73,12 +73,12 @@ def jax_gpu_memory_env(share: float) -> dict[str, str]:
             "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
 
 
-def limit_gpu_memory(backend: str, share: float) -> float | None:
+def limit_gpu_memory(backend: str, share: float, device=None) -> float | None:
     """Keep this process (a trial, a Ray Train worker) inside its GPU ``share``; returns the memory fraction it is
     limited to, or None (no GPU, a whole one, or a torch process that sees no CUDA device). Call it before the
     model's heavy imports. A process Tune reuses for the next trial (reuse_actors) has the same share (one sweep, one
     ``resources.gpu``), so it finds its environment already in place; jax imported under another setting is an error,
-    since jax reads it only once."""
+    since jax reads it only once. ``device``: torch's device to limit (default: the current one)."""
     fraction = gpu_memory_fraction(share)
     if fraction is None:
         return None
@@ -93,7 +93,7 @@ def limit_gpu_memory(backend: str, share: float) -> float | None:
 
     if not torch.cuda.is_available():
         return None
-    torch.cuda.set_per_process_memory_fraction(fraction)  # the current device: the one Ray made visible
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
     return fraction
 
 

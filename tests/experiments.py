@@ -58,8 +58,13 @@ def gpu_share_given() -> dict[str, float]:
 
     import torch
 
+    share = float("nan")
     ray = sys.modules.get("ray")
-    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0) if ray and ray.is_initialized() else float("nan")
+    if ray is not None and ray.is_initialized():
+        try:
+            share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+        except AssertionError:  # Ray answers in its worker processes only: this is a driver (a --local run)
+            pass
     cuda_fraction = torch.cuda.get_per_process_memory_fraction() if torch.cuda.is_available() else float("nan")
     return {"ray_gpu": float(share), "xla_mem_fraction": float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "nan")),
             "xla_preallocate": float(os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == "true"),
