@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench gpu-check clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.gan_ntk
 	$(PY) -m benchmarks.srvp
 	$(PY) -m benchmarks.pde
+
+# On a GPU machine, in at most 8 minutes: one table of what ran (README, "GPU acceptance check"). It installs nothing
+# from the network: the project's .venv where there is one, else the machine's python3 (with wheels from .whl/).
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m benchmarks.gpu_check
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -37,7 +37,7 @@ from dynagen.platform.run import (
     trial_config, write_run_config,
 )
 from dynagen.platform.names import check_name
-from dynagen.platform.runtime import ensure_ray, limit_threads, serves_state_api, train_worker_env
+from dynagen.platform.runtime import ensure_ray, limit_gpu_memory, limit_threads, serves_state_api, train_worker_env
 
 ERROR_FILE = "error.txt"  # a --local run's traceback, in its run folder (Ray keeps its own)
 
@@ -98,6 +98,10 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     settings: RunSettings = loop_config["settings"]
     limit_threads(settings.cpus_per_worker)  # before the model's heavy imports
     import ray.train
+    import ray.train.torch
+
+    # the rank's own device: Ray Train may make every GPU of a trial's ranks on this node visible to each of them
+    limit_gpu_memory(backend_of(loop_config["experiment"]).name, settings.gpus_per_worker, ray.train.torch.get_device())
 
     rank = ray.train.get_context().get_world_rank()
     with console.output_to(_worker_log(settings, f"rank-{rank}.log")):
@@ -124,7 +128,8 @@ def _torch_trainer(experiment: Experiment, config_dict: Mapping[str, Any], setti
     """The one ``TorchTrainer`` of a run: ``settings.workers`` ranks, its failures and checkpoints."""
     import ray.train
 
-    resources = {"CPU": settings.cpus_per_worker, **({"GPU": 1} if settings.use_gpu else {})}
+    # a sweep's fractional resources.gpu per worker; a single run's --gpu: one whole GPU per worker
+    resources = {"CPU": settings.cpus_per_worker, **({"GPU": settings.gpus_per_worker or 1} if settings.use_gpu else {})}
     return _trainer_class(settings.state_api)(
         train_worker,
         train_loop_config={"experiment": experiment, "config": dict(config_dict), "settings": settings, "trial_id": trial_id},
@@ -170,6 +175,8 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
     global _trials_in_this_process
     _trials_in_this_process += 1
     limit_threads(settings.cpus_per_worker)
+    if not backend_of(experiment).in_trainer(settings.workers, single_run=False):  # else its Ray Train workers hold the GPU
+        limit_gpu_memory(backend_of(experiment).name, settings.gpus_per_worker)
     import ray.tune
 
     trial_id = settings.trial_id or ray.tune.get_context().get_trial_id()

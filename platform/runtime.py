@@ -1,12 +1,13 @@
-"""Process runtime: thread pinning and Ray start-up.
+"""Process runtime: thread pinning, GPU memory shares and Ray start-up.
 
-Both happen before a model's heavy imports: the thread environment must be in place before torch or
-jax are first imported in a process, and a local Ray is started only when no cluster is named.
+All happen before a model's heavy imports: the thread environment and a JAX process's GPU memory limit must be
+in place before torch or jax are first imported in a process, and a local Ray is started only when no cluster is named.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Mapping
 
 from dynagen.platform.configs import UsageError
@@ -37,6 +38,63 @@ def limit_threads(cpus: int) -> None:
     import torch
 
     torch.set_num_threads(max(1, int(cpus)))
+
+
+# Of a fractional GPU share, the part a trial's allocator may pool: the rest stays outside for what every process
+# holds besides its pool (the CUDA context and its kernels, cuBLAS/cuDNN workspaces), so that trials packed to a
+# whole GPU (4 x 0.25) still all start (docs/platform.md, "GPU shares").
+GPU_POOL_OF_SHARE = 0.9
+
+
+def gpu_share_problem(gpu: float) -> str | None:
+    """Why ``gpu`` cannot be one trial's (or worker's) GPU request, or None: Ray packs shares of one GPU (0 < gpu < 1)
+    or gives whole GPUs; 1.5 would be one GPU and half of another, which no process can use as one device."""
+    if gpu > 1 and gpu != int(gpu):
+        return f"got {gpu:g}; allowed: 0 (no GPU), a share of one GPU (0 < gpu < 1), or a whole number of GPUs (1, 2, ...)"
+    return None
+
+
+def gpu_memory_fraction(share: float) -> float | None:
+    """The fraction of its GPU's memory a process with a GPU ``share`` may allocate; None for no GPU or whole GPUs
+    (then the process is alone on its GPUs and keeps the libraries' defaults)."""
+    return round(share * GPU_POOL_OF_SHARE, 4) if 0 < share < 1 else None
+
+
+def jax_gpu_memory_env(share: float) -> dict[str, str]:
+    """The environment that keeps a JAX process with a fractional GPU ``share`` inside it; read by jax when its GPU
+    backend starts, so it must be in place before jax is first imported. JAX otherwise preallocates 75 % of the GPU
+    per process, so a second trial could not start. Preallocating the share reserves it at start-up: a packing that
+    does not fit fails at once, not hours into a sweep when another trial grows. ``XLA_CLIENT_MEM_FRACTION`` is the
+    name newer jax reads, ``XLA_PYTHON_CLIENT_MEM_FRACTION`` the pinned jax's (docs/platform.md, "GPU shares")."""
+    fraction = gpu_memory_fraction(share)
+    if fraction is None:
+        return {}
+    return {"XLA_PYTHON_CLIENT_MEM_FRACTION": f"{fraction:g}", "XLA_CLIENT_MEM_FRACTION": f"{fraction:g}",
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
+
+
+def limit_gpu_memory(backend: str, share: float, device=None) -> float | None:
+    """Keep this process (a trial, a Ray Train worker) inside its GPU ``share``; returns the memory fraction it is
+    limited to, or None (no GPU, a whole one, or a torch process that sees no CUDA device). Call it before the
+    model's heavy imports. A process Tune reuses for the next trial (reuse_actors) has the same share (one sweep, one
+    ``resources.gpu``), so it finds its environment already in place; jax imported under another setting is an error,
+    since jax reads it only once. ``device``: torch's device to limit (default: the current one)."""
+    fraction = gpu_memory_fraction(share)
+    if fraction is None:
+        return None
+    if backend == "jax":
+        wanted = jax_gpu_memory_env(share)
+        if "jax" in sys.modules and any(os.environ.get(key) != value for key, value in wanted.items()):
+            raise RuntimeError(f"jax was imported in this process before its GPU share {share:g} could limit its memory "
+                               f"({', '.join(f'{k}={v}' for k, v in wanted.items())}); start the trial in a fresh process")
+        os.environ.update(wanted)
+        return fraction
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
+    return fraction
 
 
 CONNECT_TIMEOUT_S = 10.0  # how long an unreachable RAY_ADDRESS may take to be reported

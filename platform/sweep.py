@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from dynagen.platform.configs import UsageError, deep_merge, field_at, load_yaml_file, parse_assignment, preset_values, set_dotted, validate
 from dynagen.platform.names import check_name, name_problem
 from dynagen.platform.registry import MAX_SEED
+from dynagen.platform.runtime import gpu_share_problem
 
 DISTRIBUTIONS = ("grid", "uniform", "loguniform", "int", "choice")
 
@@ -118,6 +119,14 @@ class Resources(BaseModel):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
     workers: int = Field(1, ge=1)
+
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_is_a_share_or_whole_gpus(cls, gpu: float) -> float:
+        problem = gpu_share_problem(gpu)
+        if problem is not None:
+            raise ValueError(problem)
+        return gpu
 
 
 class SweepSpec(BaseModel):

@@ -44,10 +44,12 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A real local Ray instance shared by every test that needs Ray (num_cpus=2)."""
+    """A real local Ray instance shared by every test that needs Ray (num_cpus=2), with one logical GPU: Ray's
+    resources are counts it schedules by, so trials asking for a share of a GPU are placed on it without a device
+    (tests/test_platform_gpu_share.py); without CUDA, torch and jax in those trials still run on the CPU."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=True)
+        ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, object_store_memory=200 * 1024**2, log_to_driver=True)
     yield ray
     ray.shutdown()

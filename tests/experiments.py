@@ -51,6 +51,26 @@ def _maybe_fail(config: ToyConfig, rank: int, step: int) -> None:
     raise RuntimeError(f"injected failure at step {step} on rank {rank}")
 
 
+def gpu_share_given() -> dict[str, float]:
+    """What this process was given of a GPU: Ray's share (nan outside Ray), the JAX memory fraction in its environment
+    and torch's per-process fraction (nan without CUDA)."""
+    import sys
+
+    import torch
+
+    share = float("nan")
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        try:
+            share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+        except AssertionError:  # Ray answers in its worker processes only: this is a driver (a --local run)
+            pass
+    cuda_fraction = torch.cuda.get_per_process_memory_fraction() if torch.cuda.is_available() else float("nan")
+    return {"ray_gpu": float(share), "xla_mem_fraction": float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", "nan")),
+            "xla_preallocate": float(os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == "true"),
+            "cuda_memory_fraction": float(cuda_fraction)}
+
+
 def make_dataset(size: int, seed: int):
     import torch
 
@@ -107,7 +127,7 @@ def train(config: ToyConfig, ctx) -> dict[str, float]:
             )
     weight_error = (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()
     return {"loss": loss.item(), "weight_error": weight_error, "torch_threads": float(torch.get_num_threads()),
-            "niceness": float(os.nice(0)), **({"val_error": weight_error} if config.val_every else {})}
+            "niceness": float(os.nice(0)), **({"val_error": weight_error} if config.val_every else {}), **gpu_share_given()}
 
 
 def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
@@ -144,7 +164,7 @@ def train_numpy(config: ToyConfig, ctx) -> dict[str, float]:
         last = step == config.steps - 1
         if step % config.log_every == 0 or last:
             ctx.report(step, {"loss": loss}, state=lambda: {"weights": weights.copy()}, final=last)
-    return {"loss": loss, "weight_error": float(np.linalg.norm(weights - np.asarray(TRUE_WEIGHTS)))}
+    return {"loss": loss, "weight_error": float(np.linalg.norm(weights - np.asarray(TRUE_WEIGHTS))), **gpu_share_given()}
 
 
 TOY = Experiment(

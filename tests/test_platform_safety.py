@@ -111,6 +111,7 @@ def _inputs(tmp: Path) -> None:
     space("neg_seed", seeds=[-1])
     space("asha", scheduler={"type": "asha", "max_t": 5, "grace_period": 10})
     space("cpu0", resources={"cpu": 0})
+    space("gpu_1_5", resources={"gpu": 1.5})
     space("escape", name="../outside")
     space("long_name", name="n" * 300)
     space("inf_bound", space={"lr": {"uniform": [0.01, float("inf")]}})
@@ -171,6 +172,7 @@ BAD = [
     (["sweep", "{tmp}/neg_seed.yaml"], "seeds.0: got -1; allowed: >= 0"),
     (["sweep", "{tmp}/asha.yaml"], "scheduler: grace_period 10 is past max_t 5; allowed: grace_period <= max_t"),
     (["sweep", "{tmp}/cpu0.yaml"], "resources.cpu: got 0; allowed: > 0"),
+    (["sweep", "{tmp}/gpu_1_5.yaml"], "resources.gpu: got 1.5; allowed: 0 (no GPU), a share of one GPU (0 < gpu < 1), or a whole number"),
     (["sweep", "{tmp}/inf_bound.yaml"], "space.lr.uniform.1: input should be a finite number"),
 ]
 
