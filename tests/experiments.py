@@ -36,6 +36,7 @@ class ToyConfig(ExperimentConfig):
     fail_rank: int = 0
     fail_mode: Literal["raise", "exit"] = "raise"
     fail_marker: str = ""  # a worker fails only while this file does not exist (then creates it)
+    report_gpu_share: bool = False  # the final metrics say what the process was given of a GPU (gpu_share_given)
     val_every: int = Field(0, ge=0)  # > 0: `val_error` reported every val_every steps only, as a validation metric is
 
 
@@ -127,7 +128,8 @@ def train(config: ToyConfig, ctx) -> dict[str, float]:
             )
     weight_error = (model.weight.detach()[0] - torch.tensor(TRUE_WEIGHTS)).norm().item()
     return {"loss": loss.item(), "weight_error": weight_error, "torch_threads": float(torch.get_num_threads()),
-            "niceness": float(os.nice(0)), **({"val_error": weight_error} if config.val_every else {}), **gpu_share_given()}
+            "niceness": float(os.nice(0)), **({"val_error": weight_error} if config.val_every else {}),
+            **(gpu_share_given() if config.report_gpu_share else {})}
 
 
 def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
@@ -164,7 +166,8 @@ def train_numpy(config: ToyConfig, ctx) -> dict[str, float]:
         last = step == config.steps - 1
         if step % config.log_every == 0 or last:
             ctx.report(step, {"loss": loss}, state=lambda: {"weights": weights.copy()}, final=last)
-    return {"loss": loss, "weight_error": float(np.linalg.norm(weights - np.asarray(TRUE_WEIGHTS))), **gpu_share_given()}
+    return {"loss": loss, "weight_error": float(np.linalg.norm(weights - np.asarray(TRUE_WEIGHTS))),
+            **(gpu_share_given() if config.report_gpu_share else {})}
 
 
 TOY = Experiment(

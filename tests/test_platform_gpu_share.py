@@ -54,7 +54,7 @@ def test_each_trial_of_a_fractional_gpu_sweep_is_given_its_share(ray_cluster, tm
     # Two trials at half a GPU each, both at once on the one (logical) GPU; each in a process Ray started for it.
     spec_file = tmp_path / "half_gpu.yaml"
     spec_file.write_text(yaml.safe_dump({
-        "experiment": experiment, "fixed": {"steps": 4, "log_every": 2}, "seeds": [0, 1], "metric": "loss",
+        "experiment": experiment, "fixed": {"steps": 4, "log_every": 2, "report_gpu_share": True}, "seeds": [0, 1], "metric": "loss",
         "resources": {"cpu": 1, "gpu": 0.5}, "max_concurrent": 2, "checkpoint_every": 0}))
     storage = str(tmp_path / "runs")
     run_sweep(load_sweep_spec(str(spec_file)), storage=storage)
