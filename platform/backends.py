@@ -8,7 +8,9 @@ one of these objects, and the platform asks it instead of testing names:
 * ``in_trainer(workers, single_run)``: whether a run goes through a Ray Train ``TorchTrainer`` (DDP ranks)
   rather than in the Tune trial's own process;
 * ``trial_resources(cpus, gpus, workers)``: what one Tune trial reserves;
-* ``loaded(state)``: a checkpoint's dict as the experiment's code expects it.
+* ``loaded(state)``: a checkpoint's dict as the experiment's code expects it;
+* ``limit_gpu_memory(share, device)``: keep a trial's or worker's process inside a fractional GPU share
+  (``platform/runtime.py``: ``gpu_memory_fraction``; docs/platform.md, "GPU shares"), before the model's heavy imports.
 
 Checkpoints are saved the same way for both (``platform/checkpoints.py``): numpy arrays are stored as torch
 tensors so that every checkpoint loads with ``torch.load(weights_only=True)``; a JAX experiment's state is
@@ -17,10 +19,13 @@ numpy arrays, and its backend turns the tensors back into them on every load (re
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from dynagen.platform.configs import UsageError
+from dynagen.platform.runtime import gpu_memory_fraction, jax_gpu_memory_env
 
 # A Ray Train trial's driver holds no CPU (its workers reserve them through the ScalingConfig), only a
 # little memory: Tune needs a non-empty request.
@@ -59,6 +64,19 @@ class TorchBackend:
     def loaded(self, state: Any) -> Any:
         return state
 
+    def limit_gpu_memory(self, share: float, device: Any = None) -> float | None:
+        """torch's per-process memory fraction for a fractional ``share`` of ``device`` (default: the current one);
+        returns it, or None (no GPU, a whole one, or no CUDA device visible)."""
+        fraction = gpu_memory_fraction(share)
+        if fraction is None:
+            return None
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+        return fraction
+
 
 @dataclass(frozen=True)
 class JaxBackend:
@@ -85,6 +103,21 @@ class JaxBackend:
         from dynagen.platform.checkpoints import as_arrays
 
         return as_arrays(state)
+
+    def limit_gpu_memory(self, share: float, device: Any = None) -> float | None:
+        """The environment that keeps this process's jax inside a fractional ``share`` (read once, when jax's GPU
+        backend starts); returns the fraction, or None (no GPU, a whole one). A process Tune reuses for the next
+        trial (reuse_actors) has the same share (one sweep, one ``resources.gpu``), so it finds its environment
+        already in place; jax imported under another setting is an error."""
+        fraction = gpu_memory_fraction(share)
+        if fraction is None:
+            return None
+        wanted = jax_gpu_memory_env(share)
+        if "jax" in sys.modules and any(os.environ.get(key) != value for key, value in wanted.items()):
+            raise RuntimeError(f"jax was imported in this process before its GPU share {share:g} could limit its memory "
+                               f"({', '.join(f'{k}={v}' for k, v in wanted.items())}); start the trial in a fresh process")
+        os.environ.update(wanted)
+        return fraction
 
 
 BACKENDS = {backend.name: backend for backend in (TorchBackend(), JaxBackend())}

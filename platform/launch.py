@@ -37,7 +37,7 @@ from dynagen.platform.run import (
     trial_config, write_run_config,
 )
 from dynagen.platform.names import check_name
-from dynagen.platform.runtime import ensure_ray, limit_gpu_memory, limit_threads, serves_state_api, train_worker_env
+from dynagen.platform.runtime import ensure_ray, limit_threads, serves_state_api, train_worker_env
 
 ERROR_FILE = "error.txt"  # a --local run's traceback, in its run folder (Ray keeps its own)
 
@@ -101,7 +101,7 @@ def train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     # the rank's own device: Ray Train may make every GPU of a trial's ranks on this node visible to each of them
-    limit_gpu_memory(backend_of(loop_config["experiment"]).name, settings.gpus_per_worker, ray.train.torch.get_device())
+    backend_of(loop_config["experiment"]).limit_gpu_memory(settings.gpus_per_worker, ray.train.torch.get_device())
 
     rank = ray.train.get_context().get_world_rank()
     with console.output_to(_worker_log(settings, f"rank-{rank}.log")):
@@ -176,7 +176,7 @@ def tune_trial(params: dict[str, Any], *, experiment: Experiment, settings: RunS
     _trials_in_this_process += 1
     limit_threads(settings.cpus_per_worker)
     if not backend_of(experiment).in_trainer(settings.workers, single_run=False):  # else its Ray Train workers hold the GPU
-        limit_gpu_memory(backend_of(experiment).name, settings.gpus_per_worker)
+        backend_of(experiment).limit_gpu_memory(settings.gpus_per_worker)
     import ray.tune
 
     trial_id = settings.trial_id or ray.tune.get_context().get_trial_id()

@@ -73,30 +73,6 @@ def jax_gpu_memory_env(share: float) -> dict[str, str]:
             "XLA_PYTHON_CLIENT_PREALLOCATE": "true"}
 
 
-def limit_gpu_memory(backend: str, share: float, device=None) -> float | None:
-    """Keep this process (a trial, a Ray Train worker) inside its GPU ``share``; returns the memory fraction it is
-    limited to, or None (no GPU, a whole one, or a torch process that sees no CUDA device). Call it before the
-    model's heavy imports. A process Tune reuses for the next trial (reuse_actors) has the same share (one sweep, one
-    ``resources.gpu``), so it finds its environment already in place; jax imported under another setting is an error,
-    since jax reads it only once. ``device``: torch's device to limit (default: the current one)."""
-    fraction = gpu_memory_fraction(share)
-    if fraction is None:
-        return None
-    if backend == "jax":
-        wanted = jax_gpu_memory_env(share)
-        if "jax" in sys.modules and any(os.environ.get(key) != value for key, value in wanted.items()):
-            raise RuntimeError(f"jax was imported in this process before its GPU share {share:g} could limit its memory "
-                               f"({', '.join(f'{k}={v}' for k, v in wanted.items())}); start the trial in a fresh process")
-        os.environ.update(wanted)
-        return fraction
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    torch.cuda.set_per_process_memory_fraction(fraction, device)
-    return fraction
-
-
 CONNECT_TIMEOUT_S = 10.0  # how long an unreachable RAY_ADDRESS may take to be reported
 
 

@@ -40,12 +40,12 @@ def _python(code: str) -> subprocess.CompletedProcess:
 
 
 def test_jax_is_limited_before_its_import_and_a_process_that_imported_it_unlimited_is_refused():
-    limited = _python("import os; from dynagen.platform.runtime import limit_gpu_memory as limit\n"
-                      "print(limit('jax', 0.5)); import jax; print(limit('jax', 0.5))  # the reused process: same share\n"
+    limited = _python("import os; from dynagen.platform.backends import BACKENDS; limit = BACKENDS['jax'].limit_gpu_memory\n"
+                      "print(limit(0.5)); import jax; print(limit(0.5))  # the reused process: same share\n"
                       "print(os.environ['XLA_PYTHON_CLIENT_MEM_FRACTION'], os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])")
     assert limited.returncode == 0, limited.stderr
     assert limited.stdout.split() == ["0.45", "0.45", "0.45", "true"]
-    late = _python("import jax; from dynagen.platform.runtime import limit_gpu_memory as limit; limit('jax', 0.5)")
+    late = _python("import jax; from dynagen.platform.backends import BACKENDS; BACKENDS['jax'].limit_gpu_memory(0.5)")
     assert late.returncode != 0 and "jax was imported in this process before its GPU share 0.5" in late.stderr
 
 
