@@ -46,7 +46,6 @@ def _storage(storage: str | None) -> str:
 def _tracker(kind: str | None, storage: str) -> str | None:
     """``--tracker``: its package must be installed, and MLflow's default store is a local folder."""
     import importlib.util
-    import os
 
     if kind is None:
         return None

@@ -7,7 +7,6 @@ in place before torch or jax are first imported in a process, and a local Ray is
 from __future__ import annotations
 
 import os
-import sys
 from typing import Mapping
 
 from dynagen.platform.configs import UsageError
