@@ -56,8 +56,8 @@ TrainFn = Callable[[Any, "RunContext"], Mapping[str, float]]
 
 EvaluateFn = Callable[..., Mapping[str, float]]
 """``evaluate(config, state, out_dir, progress=None, **options) -> metrics``; ``state`` is a checkpoint's dict, the
-options the fields of the experiment's :class:`EvaluateOptions`, ``progress`` a :data:`ProgressFn` (given only to a
-function that declares that parameter). The metrics may hold one non-float entry, ``MANIFEST_KEY``: a
+options the fields of the experiment's :class:`EvaluateOptions`, ``progress`` a :data:`ProgressFn` or None (every
+evaluate function takes it; it may ignore it). The metrics may hold one non-float entry, ``MANIFEST_KEY``: a
 JSON-serialisable description of what was scored and how."""
 
 ProgressFn = Callable[[str, int, int], None]
@@ -112,15 +112,7 @@ class Evaluation(Function):
     def __call__(self, config: Any, state: Mapping[str, Any], out_dir: Any, *, progress: ProgressFn | None = None,
                  **options: Any) -> Mapping[str, float]:
         values = self.options.model_validate(options).model_dump()
-        if progress is not None and self.reports_progress():
-            values[PROGRESS_PARAMETER] = progress
-        return super().__call__(config, state, out_dir, **values)
-
-    def reports_progress(self) -> bool:
-        """Whether the function takes a ``progress`` callback (an evaluate function without one still runs, silently)."""
-        import inspect
-
-        return PROGRESS_PARAMETER in inspect.signature(self.load()).parameters
+        return super().__call__(config, state, out_dir, progress=progress, **values)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "options": self.options}

@@ -132,7 +132,7 @@ def train(config: ToyConfig, ctx) -> dict[str, float]:
             **(gpu_share_given() if config.report_gpu_share else {})}
 
 
-def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None) -> dict[str, float]:
+def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None, progress=None) -> dict[str, float]:
     import torch
 
     model = torch.nn.Linear(len(TRUE_WEIGHTS), 1)
