@@ -157,6 +157,17 @@ EVALUATION_FILE = ("eval", "metrics.json")
 TUNE_FOLDER_PREFIX = "tune_trial_"
 
 
+def _folder_trial(name: str, wanted: set[str]) -> str | None:
+    """The trial of ``wanted`` a sweep folder belongs to: ``trials/<id>``, or Tune's ``tune_trial_<id>_<index>_...``
+    (a trial id is some leading words of the rest), or None."""
+    if name in wanted:
+        return name
+    if not name.startswith(TUNE_FOLDER_PREFIX):
+        return None
+    words = name[len(TUNE_FOLDER_PREFIX):].split("_")
+    return next((trial_id for k in range(1, len(words)) if (trial_id := "_".join(words[:k])) in wanted), None)
+
+
 def trial_evaluations(storage: str, sweep: str, trial_ids) -> dict[str, dict[str, Any]]:
     """Trial id -> the ``metrics.json`` (metrics and evaluation manifest) that ``dynagen evaluate`` wrote for the
     trial: ``eval/metrics.json`` in its folder ``<sweep>/trials/<id>/`` or in Tune's folder holding its checkpoints
@@ -172,10 +183,14 @@ def trial_evaluations(storage: str, sweep: str, trial_ids) -> dict[str, dict[str
                for parent in (join(base, sweep), join(base, sweep, "trials"))
                for info in filesystem.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
                if info.type == pafs.FileType.Directory}
+    wanted = {str(trial_id) for trial_id in trial_ids}
+    by_trial: dict[str, list[str]] = {}  # one pass over the folders: a large sweep has thousands
+    for name, path in sorted(folders.items()):
+        owner = _folder_trial(name, wanted)
+        if owner is not None:
+            by_trial.setdefault(owner, []).append(path)
     found: dict[str, dict[str, Any]] = {}
-    for trial_id in trial_ids:
-        candidates = [path for name, path in sorted(folders.items())
-                      if name == trial_id or name.startswith(f"{TUNE_FOLDER_PREFIX}{trial_id}_")]
+    for trial_id, candidates in by_trial.items():
         for folder in candidates:
             path = join(folder, *EVALUATION_FILE)
             try:
