@@ -5,7 +5,9 @@ Side by side in one process, so that the load of a shared machine weighs on both
 
 1. pure step time: every trial's jitted generator steps (the run's own chunks, 300 steps), compiled
    first and then timed alone on one thread;
-2. the sweep through ``run_sweep`` on an embedded local Ray with 2 CPUs (Ray's start-up timed apart).
+2. the sweep through ``run_sweep`` on an embedded local Ray with 2 CPUs (Ray's start-up timed apart): as packaged
+   (``groups``: ``vectorize_seeds``, one trial per configuration training both seeds, docs/platform.md
+   "Vectorised seeds"), then with one trial per seed (``seeds``).
 
 JAX's persistent compilation cache is not used: measured here (jax 0.5.3, CPU), a program loaded from it
 ran the flow wrongly (particles that did not move: sinkhorn 7.5 instead of 0.05 at seed 0).
@@ -82,8 +84,9 @@ def main() -> None:
     start = time.perf_counter()
     ray.init(num_cpus=CONCURRENCY, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
-    with tempfile.TemporaryDirectory(prefix="dynagen-bench-") as storage:
-        rows = {"sweep": run_sweep_timed(spec, storage)}
+    with tempfile.TemporaryDirectory(prefix="dynagen-bench-") as storage:  # the packaged sweep, then its trials one per seed
+        rows = {"groups": run_sweep_timed(spec, storage),
+                "seeds": run_sweep_timed(spec.model_copy(update={"name": f"{spec.name}_separate", "vectorize_seeds": False}), storage)}
     ray.shutdown()
 
     phases = sorted({c for _, s in rows.values() for c in s.columns if c.startswith("time/")})
@@ -91,12 +94,13 @@ def main() -> None:
     print(f"pure step time (all trials, one thread, compiled beforehand): {steps:.1f} s")
     print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'processes':>9} {'completed':>9}  " + " ".join(f"{p[5:]:>13}" for p in phases))
     for label, (wall, summary) in rows.items():
-        processes = int((summary.get("time/process_start", 0) > 0).sum())
+        started = summary[summary["time/process_start"] > 0]["trial_id"]  # a group's seeds share its process
+        processes = started.str.replace(r"-s\d+$", "", regex=True).nunique()
         completed = int((summary["status"] == "completed").sum())
         sums = " ".join(f"{summary[p].sum() if p in summary else float('nan'):>13.1f}" for p in phases)
         print(f"{label:<6} {wall:>7.1f} {steps / (wall * CONCURRENCY):>10.2f} {processes:>9} {completed:>9}  {sums}")
     print("(time/<phase>: seconds summed over the trials' summary rows)")
-    summary = rows["sweep"][1].sort_values("wall_time")
+    summary = rows["groups"][1].sort_values("wall_time")
     print(f"\nper trial, in finishing order: {'arch':<12} {'width':>5} {'seed':>4} {'new process':>11} {'compile s':>9} {'steps s':>8}")
     for _, row in summary.iterrows():
         print(f"{'':<30} {row['config.arch']:<12} {row['config.width']:>5} {row['seed']:>4} {'yes' if row['time/process_start'] > 0 else 'no':>11}"

@@ -21,10 +21,15 @@ in where a due checkpoint goes and where a restore reads from:
 * :class:`LocalContext`: this process, no Ray (model tests, ``dynagen train --local``): ``run_dir/checkpoint``;
 * :class:`TrainContext`: a Ray Train worker (torch DDP rank): ``ray.train.report`` with a checkpoint;
 * :class:`TuneContext`: a Tune function trial (JAX, single-worker torch sweep trials): ``ray.tune.report``.
+
+A sweep with ``vectorize_seeds`` trains the seeds of one configuration in one Tune trial, as one program
+(docs/platform.md, "Vectorised seeds"): each seed has a :class:`SeedContext` (its own run folder, rows,
+TensorBoard, metrics.json, summary row) and their :class:`SeedGroup` reports to Tune once per step.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import tempfile
 import time
@@ -40,7 +45,7 @@ if TYPE_CHECKING:
 
 StateFn = Callable[[], Mapping[str, Any]]
 
-__all__ = ["CHECKPOINT_FILE", "BaseContext", "LocalContext", "RunContext", "StateFn", "TrainContext", "TuneContext",
+__all__ = ["CHECKPOINT_FILE", "BaseContext", "LocalContext", "RunContext", "SeedContext", "SeedGroup", "StateFn", "TrainContext", "TuneContext",
            "load_state", "save_state_atomically", "tensorboard_without_tensorflow", "tensorboard_writer"]
 
 
@@ -80,6 +85,8 @@ class RunContext(Protocol):
     def set_total_steps(self, total: int) -> None: ...  # when the loop's length is not the config's `steps`
 
     def progress(self, phase: str, done: int, total: int) -> None: ...  # a validation/evaluation phase's progress
+
+    def diverge(self, error: Diverged) -> None: ...  # this run ends as diverged (raises it, except in a seed group)
 
 
 def tensorboard_without_tensorflow() -> None:
@@ -207,6 +214,12 @@ class BaseContext:
         """A phase that is not training (validation, evaluation): ``done`` of ``total`` items; rank 0 shows it."""
         if self.is_main and self._progress is not None:
             self._progress.phase(phase, done, total)
+
+    def diverge(self, error: Diverged) -> None:
+        """The run ends as diverged at ``error.step``: for a run of its own, ``raise error``. A seed of a vectorised
+        group (:class:`SeedContext`) ends alone and the others go on, so a model that trains several seeds at once
+        calls this instead of raising."""
+        raise error
 
     def _checkpoint_due(self, step: int, final: bool) -> bool:
         every = self.checkpoint_every
@@ -395,3 +408,121 @@ class TuneContext(_RayContext):
 
         checkpoint = ray.tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.tune.report(metrics, checkpoint=checkpoint)
+
+
+SEED_KEY_PREFIX = "seeds/"  # a seed group's reports: `seeds/<seed>/<key>` per seed beside the mean over its seeds
+
+
+def seed_key(seed: int, key: str) -> str:
+    return f"{SEED_KEY_PREFIX}{seed}/{key}"
+
+
+def seed_values(report: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """One seed's values from a seed group's report (:func:`seed_key`)."""
+    prefix = seed_key(seed, "")
+    return {key[len(prefix):]: value for key, value in report.items() if key.startswith(prefix)}
+
+
+class SeedGroup:
+    """The seeds of one Tune trial trained as one program: Tune hears of them once per step.
+
+    When every seed still running has reported a step, one ``ray.tune.report`` carries each seed's values as
+    ``seeds/<seed>/<key>`` and, for the scheduler and the searcher, the mean over those seeds of every value they
+    all reported (Tune's ``Repeater`` gives Optuna the same mean). A due checkpoint holds every reporting seed's
+    state under ``seeds`` (``{seed: state}``) and is restored seed by seed; a seed that diverged stops reporting,
+    the others go on."""
+
+    def __init__(self, seeds: list[int]):
+        self.seeds = list(seeds)
+        self.ended: dict[int, Diverged] = {}
+        self._step: int | None = None
+        self._pending: dict[int, tuple[dict[str, float], Mapping[str, Any] | None]] = {}
+        self._restored: dict[str, Any] | None = None
+
+    def restored(self, seed: int, loaded) -> tuple[Mapping[str, Any], int] | None:
+        """``seed``'s state in the trial's latest checkpoint; ``loaded(directory)`` reads a checkpoint folder. A seed
+        that had diverged before it is ended again, with its reason."""
+        if self._restored is None:
+            import ray.tune
+
+            checkpoint = ray.tune.get_checkpoint()
+            self._restored = {}
+            if checkpoint is not None:
+                with checkpoint.as_directory() as directory:
+                    self._restored = dict(loaded(Path(directory))[0])
+                for key, (step, reason) in self._restored.get("ended", {}).items():
+                    self.ended[int(key)] = Diverged(reason, int(step))
+        state = self._restored.get("seeds", {}).get(str(seed))
+        return None if state is None else (state, int(state["_step"]))
+
+    def offer(self, seed: int, step: int, values: dict[str, float], state: Mapping[str, Any] | None) -> None:
+        if self._step is not None and step != self._step:
+            self.publish()  # a seed that reported the previous step did not report it again: it ended
+        self._step = step
+        self._pending[seed] = (values, state)
+        self._publish_when_complete()
+
+    def end(self, seed: int, error: Diverged) -> None:
+        self.ended[seed] = error
+        self._publish_when_complete()
+
+    def _publish_when_complete(self) -> None:
+        if self._pending and all(seed in self._pending for seed in self.seeds if seed not in self.ended):
+            self.publish()
+
+    def publish(self) -> None:
+        """Report the pending step to Tune, with its checkpoint if one is due."""
+        import ray.tune
+
+        if not self._pending:
+            return
+        report = group_report({seed: values for seed, (values, _) in self._pending.items()})
+        states = {str(seed): state for seed, (_, state) in self._pending.items() if state is not None}
+        self._pending, self._step = {}, None
+        if not states:
+            ray.tune.report(report)
+            return
+        with tempfile.TemporaryDirectory(prefix="dynagen-ckpt-") as directory:
+            ended = {str(seed): [error.step, str(error)] for seed, error in self.ended.items()}
+            save_state_atomically(checkpoint_state({"seeds": states, "ended": ended}, int(report["step"]), None), Path(directory))
+            ray.tune.report(report, checkpoint=ray.tune.Checkpoint.from_directory(directory))
+
+
+def group_report(reports: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Each seed's values under ``seeds/<seed>/`` and the mean over the seeds of each number they all have (NaN if
+    one is NaN: a sweep's metric of a diverged seed)."""
+    report: dict[str, Any] = {seed_key(seed, key): value for seed, values in reports.items() for key, value in values.items()}
+    shared = set.intersection(*(set(values) for values in reports.values()))
+    for key in sorted(shared):
+        numbers = [values[key] for values in reports.values()]
+        if all(isinstance(number, (int, float)) and not isinstance(number, bool) for number in numbers):
+            report[key] = math.fsum(numbers) / len(numbers)
+    return report
+
+
+class SeedContext(TuneContext):
+    """``ctx`` of one seed of a vectorised group: a :class:`TuneContext` whose reports and checkpoints go through
+    its :class:`SeedGroup`. Its final checkpoint is also written into its own run folder (``checkpoint/``), so
+    that every seed can be evaluated and shared like a run of its own."""
+
+    def __init__(self, run_dir: str | Path, *, group: SeedGroup, seed: int, **kwargs: Any):
+        super().__init__(run_dir, **kwargs)
+        self.group, self.seed = group, seed
+        self.diverged: Diverged | None = None
+
+    def restore(self) -> tuple[Mapping[str, Any], int] | None:
+        restored = self.group.restored(self.seed, self._loaded)
+        self.diverged = self.group.ended.get(self.seed)
+        return restored
+
+    def diverge(self, error: Diverged) -> None:
+        self.diverged = error
+        self.group.end(self.seed, error)
+
+    def _save_checkpoint(self, state: Mapping[str, Any], metrics: dict[str, float], step: int) -> None:
+        if metrics.get(COMPLETED_KEY):
+            save_state_atomically(state, self.run_dir / "checkpoint")
+        self.group.offer(self.seed, step, metrics, state)
+
+    def _publish(self, metrics: dict[str, float], checkpoint_dir: str | None, step: int) -> None:
+        self.group.offer(self.seed, step, metrics, None)

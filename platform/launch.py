@@ -28,13 +28,13 @@ from typing import Any, Mapping
 from dynagen.platform import console
 from dynagen.platform.backends import backend_of
 from dynagen.platform.configs import UsageError
-from dynagen.platform.context import Diverged, LocalContext, Progress, TrainContext, TuneContext
+from dynagen.platform.context import Diverged, LocalContext, Progress, SeedContext, SeedGroup, TrainContext, TuneContext, group_report
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
 from dynagen.platform.results import is_uri, join, read_summary, resolve_storage, write_bytes_atomically
 from dynagen.platform.run import (
     COMPLETED_KEY, DEFAULT_CHECKPOINT_EVERY, DEFAULT_KEEP_CHECKPOINTS, Run, RunNotFound, RunSettings, diverged_report,
-    final_report, final_status, read_final_report, read_run_config, run_dir_for, run_exists, run_path, summary_callback,
-    trial_config, write_run_config,
+    final_report, final_status, read_final_report, read_run_config, run_dir_for, run_exists, run_path, seed_run_settings,
+    summary_callback, trial_config, write_run_config,
 )
 from dynagen.platform.names import check_name
 from dynagen.platform.runtime import ensure_ray, limit_threads, serves_state_api, train_worker_env
@@ -49,18 +49,31 @@ def _train(experiment: Experiment, config: ExperimentConfig, ctx, metric: str | 
     """``experiment.train`` inside a context; returns the last report, of a run that returned or diverged
     (metrics.json written by rank 0). Every rank of a diverged Ray Train run finds it at the same step: the
     models check state that DDP keeps equal across ranks."""
+    return _train_seeds(lambda configs, ctxs: [experiment.train(configs[0], ctxs[0])], [config], [ctx], metric)[0]
+
+
+def _train_seeds(train, configs: list[ExperimentConfig], ctxs: list, metric: str | None = None) -> list[Mapping[str, Any]]:
+    """``train(configs, ctxs)`` (one run's ``train``, or ``experiment.train_seeds`` for a vectorised seed group, one
+    context per seed); returns each run's last report. A raised :class:`Diverged` ends every run of the call; a seed
+    of a group may have ended alone (``ctx.diverge``, platform/context.py)."""
     try:
         try:
-            report = final_report(experiment.train(config, ctx), ctx.last_step)
+            results = train(configs, ctxs)
         finally:
-            ctx.close()
+            for ctx in ctxs:
+                ctx.close()
     except Diverged as error:
-        report = diverged_report(error, metric)
+        results = [error] * len(ctxs)
     except BaseException:
-        if ctx.run is not None:
-            ctx.run.failed()
+        for ctx in ctxs:
+            if ctx.run is not None:
+                ctx.run.failed()
         raise
-    return ctx.finish(report)
+    reports = []
+    for ctx, result in zip(ctxs, results):
+        diverged = getattr(ctx, "diverged", None) or (result if isinstance(result, Diverged) else None)
+        reports.append(diverged_report(diverged, metric) if diverged else final_report(result, ctx.last_step))
+    return [ctx.finish(report) for ctx, report in zip(ctxs, reports)]
 
 
 def _progress(experiment: Experiment, trial_id: str, run: Run, settings: RunSettings) -> Progress:
@@ -190,6 +203,9 @@ def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSet
     """``entered``: when :func:`tune_trial` began (perf_counter), the start of the trial's start-up time."""
     import ray.tune
 
+    if settings.vectorize_seeds:
+        _tune_seed_group(params, experiment, settings, entered)
+        return
     summary = read_summary(settings.storage, settings.sweep_id, experiment.name, trial_id)
     if summary is not None and summary["status"] == "completed":  # finished before an interruption
         ray.tune.report(final_report(summary, int(summary["step"])))
@@ -209,6 +225,36 @@ def _tune_trial(params: dict[str, Any], experiment: Experiment, settings: RunSet
     experiment.train.load()  # its module's imports (JAX...) belong to the start-up: once per process
     started = time.perf_counter()
     ray.tune.report({**_train(experiment, config, ctx, settings.metric), **startup_times(entered, started)})
+
+
+def _tune_seed_group(params: dict[str, Any], experiment: Experiment, settings: RunSettings, entered: float) -> None:
+    """A trial of a sweep with ``vectorize_seeds``: the sweep's seeds of one configuration trained as one program by
+    ``experiment.train_seeds`` (docs/platform.md, "Vectorised seeds"). Each seed is a run of its own
+    (:func:`~dynagen.platform.run.seed_run_settings`: folder, rows, metrics.json, summary row); Tune sees the group."""
+    import ray.tune
+
+    backend = backend_of(experiment)
+    members = [seed_run_settings(settings, seed) for seed in settings.seeds]
+    summaries = [read_summary(settings.storage, settings.sweep_id, experiment.name, member.trial_id) for member in members]
+    if all(summary is not None and summary["status"] == "completed" for summary in summaries):  # before an interruption
+        ray.tune.report(group_report({seed: final_report(summary, int(summary["step"]))
+                                      for seed, summary in zip(settings.seeds, summaries)}))
+        return
+    group = SeedGroup(settings.seeds)
+    configs, ctxs = [], []
+    for seed, member in zip(settings.seeds, members):
+        config = trial_config(experiment, member, {**params, "seed": seed})
+        run = Run(member, experiment.name, member.trial_id, config)
+        ctxs.append(SeedContext(run.run_dir, group=group, seed=seed, backend=backend, use_gpu=settings.use_gpu,
+                                checkpoint_every=settings.checkpoint_every, run=run,
+                                progress=_progress(experiment, member.trial_id, run, member)))
+        configs.append(config)
+    experiment.train_seeds.load()  # its module's imports belong to the start-up
+    started = time.perf_counter()
+    reports = _train_seeds(experiment.train_seeds, configs, ctxs, settings.metric)
+    group.publish()
+    share = {key: seconds / len(configs) for key, seconds in startup_times(entered, started).items()}  # each seed's part
+    ray.tune.report(group_report({seed: {**report, **share} for seed, report in zip(settings.seeds, reports)}))
 
 
 _trials_in_this_process = 0  # Tune reuses a trial's process for the next trial (reuse_actors)

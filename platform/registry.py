@@ -54,6 +54,12 @@ class EvaluateOptions(BaseModel):
 TrainFn = Callable[[Any, "RunContext"], Mapping[str, float]]
 """``train(config, ctx) -> final metrics``. Runs in a Ray Train worker (torch), a Tune trial (jax) or locally."""
 
+TrainSeedsFn = Callable[[list, list], list]
+"""``train_seeds(configs, ctxs) -> final metrics per seed``: the configs of one configuration at several seeds (they
+differ in ``seed`` only) trained as one program, one context per seed; a seed that diverges is ended with
+``ctxs[i].diverge(error)`` (its entry in the result is then ignored) while the others go on. A sweep with
+``vectorize_seeds: true`` runs it (docs/platform.md, "Vectorised seeds")."""
+
 EvaluateFn = Callable[..., Mapping[str, float]]
 """``evaluate(config, state, out_dir, progress=None, **options) -> metrics``; ``state`` is a checkpoint's dict, the
 options the fields of the experiment's :class:`EvaluateOptions`, ``progress`` a :data:`ProgressFn` or None (every
@@ -123,6 +129,8 @@ class Experiment:
     name: str
     config: type[ExperimentConfig]
     train: Union[str, TrainFn]
+    # Several seeds of one configuration as one program (optional; a sweep's `vectorize_seeds` needs it).
+    train_seeds: Union[str, TrainSeedsFn, None] = None
     evaluate: Union[str, EvaluateFn, None] = None
     evaluate_options: type[EvaluateOptions] = EvaluateOptions
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -145,6 +153,8 @@ class Experiment:
     def __post_init__(self) -> None:
         as_function = lambda f: f if isinstance(f, Function) else Function(f)  # noqa: E731
         object.__setattr__(self, "train", as_function(self.train))
+        if self.train_seeds is not None:
+            object.__setattr__(self, "train_seeds", as_function(self.train_seeds))
         if PROGRESS_PARAMETER in self.evaluate_options.model_fields:
             raise TypeError(f"{self.name}: evaluate option {PROGRESS_PARAMETER!r} is the platform's progress callback; rename it")
         if self.evaluate is not None and not isinstance(self.evaluate, Evaluation):

@@ -23,7 +23,7 @@ import json
 import math
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -71,6 +71,7 @@ class RunSettings:
     command: list[str] = field(default_factory=lambda: list(sys.argv))  # the driver's command line (made there)
     verbose: bool = False  # `-v`: Ray's and the libraries' output on the console, progress lines from the workers
     tracker: str | None = None  # "mlflow" | "wandb": one tracker run per run or trial (platform/trackers.py)
+    vectorize_seeds: bool = False  # a sweep trial trains all `seeds` as one program (experiment.train_seeds)
     state_api: bool = True  # the Ray serves its state API (runtime.serves_state_api): Ray Train's placement-group cleaner can work
 
 
@@ -175,6 +176,13 @@ def trial_params(params: Mapping[str, Any], seeds: list[int]) -> dict[str, Any]:
     if index is not None:
         params["seed"] = seeds[int(index)]
     return params
+
+
+def seed_run_settings(settings: RunSettings, seed: int) -> RunSettings:
+    """The settings of one seed's run in a vectorised group trial (``settings.trial_id``: the Tune trial's): its own
+    trial id ``<trial id>-s<seed>`` and folder ``<sweep>/trials/<trial id>-s<seed>``, as a trial of its own has."""
+    trial_id = f"{settings.trial_id}-s{seed}"
+    return replace(settings, trial_id=trial_id, run_name=f"{settings.sweep_id}/trials/{trial_id}")
 
 
 def trial_config(experiment: "Experiment", settings: RunSettings, params: Mapping[str, Any]) -> "ExperimentConfig":
@@ -295,9 +303,9 @@ def _summary_callback_class():
             self.experiment, self.settings, self.max_t = experiment, settings, max_t
             self.outcomes: dict[str, str] = {}
 
-        def _outcome(self, trial, ended: str) -> tuple[str, str | None]:
-            """``(status, reason)``: ``ended`` is what Tune saw, ``completed`` (returned or stopped) or ``error``."""
-            result = trial.last_result or {}
+        def _outcome(self, trial, result: Mapping[str, Any], ended: str) -> tuple[str, str | None]:
+            """``(status, reason)`` of a run from its last ``result``: ``ended`` is what Tune saw, ``completed``
+            (returned or stopped) or ``error``."""
             if result.get(DIVERGED_KEY):
                 return "diverged", result.get(REASON_KEY)
             if ended == "error":
@@ -309,21 +317,34 @@ def _summary_callback_class():
 
         def _write(self, trial, ended: str) -> None:
             trial_id = self.settings.trial_id or trial.trial_id
+            result = trial.last_result or {}
+            if not self.settings.vectorize_seeds:
+                self.outcomes[trial.trial_id] = self._write_run(trial, trial_id, result, trial.config, ended)
+                return
+            from dynagen.platform.context import seed_values
+
+            # a vectorised group: one summary row per seed, from its values in the group's report
+            statuses = [self._write_run(trial, seed_run_settings(replace(self.settings, trial_id=trial_id), seed).trial_id,
+                                        seed_values(result, seed), {**trial.config, "seed": seed}, ended)
+                        for seed in self.settings.seeds]
+            self.outcomes[trial.trial_id] = next((s for s in ("error", "diverged", "stopped") if s in statuses), "completed")
+
+        def _write_run(self, trial, trial_id: str, result: Mapping[str, Any], params: Mapping[str, Any], ended: str) -> str:
             previous = read_summary(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id)
             if previous is not None and previous["status"] == "completed":
-                return  # finished before an interruption; its row stands
-            status, reason = self._outcome(trial, ended)
-            result = trial.last_result or {}
-            config = trial_config(self.experiment, self.settings, trial.config)
+                return "completed"  # finished before an interruption; its row stands
+            status, reason = self._outcome(trial, result, ended)
+            config = trial_config(self.experiment, self.settings, params)
             writer = summary_writer(self.settings, self.experiment.name, trial_id, config.model_dump(mode="json"), config.seed)
             # Only a trial that ran (to its end, or until the scheduler stopped it) has results; the last values
             # before a divergence or an error are not.
             metrics = {} if status in ("diverged", "error") else {
                 k: v for k, v in result.items() if k not in (COMPLETED_KEY, REASON_KEY) and k not in AUTO_RESULT_KEYS}
             writer.write_summary(status, int(result.get("step", -1)), metrics, reason=reason)
-            self.outcomes[trial.trial_id] = status
             if reason or not (self.settings.verbose or self.settings.trial_id):  # trial_id "": a sweep's trials
-                self._print(trial_id, status, reason, int(result.get("step", -1)), metrics, trial_params(trial.config, self.settings.seeds))
+                self._print(trial_id, status, reason, int(result.get("step", -1)), metrics, trial_params(params, self.settings.seeds),
+                            self._log(self.settings.trial_id or trial.trial_id))  # a group's seeds share its log
+            return status
 
         def _log(self, trial_id: str) -> Path:
             from dynagen.platform.console import TRIAL_LOG, log_path
@@ -339,13 +360,13 @@ def _summary_callback_class():
                 return []
 
         def _print(self, trial_id: str, status: str, reason: str | None, step: int, metrics: Mapping[str, Any],
-                   params: Mapping[str, Any]) -> None:
+                   params: Mapping[str, Any], log_file: Path) -> None:
             from dynagen.platform.console import say
 
             metric = self.settings.metric
             value = f" | {metric} {metrics[metric]:.4g}" if metric in metrics and isinstance(metrics[metric], (int, float)) else ""
             why = f": {reason}" if reason else f" at step {step}"  # a reason names where it happened
-            log = f" (full log: {self._log(trial_id)})" if status in ("error", "diverged") else ""
+            log = f" (full log: {log_file})" if status in ("error", "diverged") else ""
             shown = " ".join(f"{key}={v}" for key, v in params.items())
             say(f"trial {trial_id} {status}{why}{value}{f' ({shown})' if shown else ''}{log}")
 

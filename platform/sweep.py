@@ -13,6 +13,7 @@ The YAML (validated by :class:`SweepSpec`, unknown keys rejected)::
       depth: {int: [1, 5]}                       # inclusive; `log: true` for a log scale
       loss: {choice: [ipm, lsgan]}               # sampled categorical
     seeds: [0, 1, 2]                  # every sampled configuration runs once per seed
+    vectorize_seeds: false            # true: a configuration's seeds run as one program in one trial
     num_samples: 8                    # Optuna samples per grid point
     metric: sinkhorn
     mode: min
@@ -28,6 +29,11 @@ How the axes become trials (what Ray 2.60 supports: ``OptunaSearch`` rejects ``g
   ``num_samples * G`` Optuna trials cover every grid point ``num_samples`` times. With several
   seeds, Tune's ``Repeater`` runs each Optuna configuration once per seed (``__trial_index__``
   picks the seed) and gives Optuna the mean over seeds.
+
+With ``vectorize_seeds`` (an experiment that declares ``train_seeds``), one Tune trial per configuration trains all
+its seeds as one program: one compilation, vectorised steps, and still one run per seed (its folder, rows and
+summary row, trial id ``<Tune trial id>-s<seed>``); Tune, ASHA and Optuna see the mean over the seeds
+(docs/platform.md, "Vectorised seeds").
 
 ``max_concurrent`` wraps the searcher in a ``ConcurrencyLimiter`` (``TuneConfig.max_concurrent_trials``).
 A crashed trial is recorded with status ``error`` (after ``max_failures`` retries from its latest
@@ -138,6 +144,7 @@ class SweepSpec(BaseModel):
     fixed: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Axis] = Field(default_factory=dict)
     seeds: list[Annotated[int, Field(ge=0, le=MAX_SEED)]] = Field(default_factory=lambda: [0], min_length=1)
+    vectorize_seeds: bool = False
     num_samples: int = Field(1, ge=1)
     metric: str
     mode: Literal["min", "max"] = "min"
@@ -178,8 +185,12 @@ class SweepSpec(BaseModel):
         return [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
 
     def num_trials(self) -> int:
+        """Runs: one per configuration and seed (a vectorised group holds several)."""
         samples = self.num_samples if self.sampled_axes else 1
         return samples * len(self.grid_points()) * len(self.seeds)
+
+    def num_tune_trials(self) -> int:
+        return self.num_trials() // len(self.seeds) if self.vectorize_seeds else self.num_trials()
 
 
 def packaged_search_spaces() -> list[str]:
@@ -237,6 +248,11 @@ def check_against_experiment(spec: SweepSpec) -> None:
         raise UsageError("space: seed is set by `seeds`, not by fixed/space")
     if experiment.metrics and spec.metric not in experiment.metrics:
         raise UsageError(f"metric: {experiment.name} never reports {spec.metric!r}; allowed: {', '.join(experiment.metrics)}")
+    if spec.vectorize_seeds and experiment.train_seeds is None:
+        raise UsageError(f"vectorize_seeds: {experiment.name} trains one seed at a time (no train_seeds); allowed: false")
+    if spec.vectorize_seeds and spec.resources.workers > 1:
+        raise UsageError(f"vectorize_seeds: a group runs in one process, not {spec.resources.workers} workers; allowed: "
+                         f"resources.workers: 1, or vectorize_seeds: false")
     validate(experiment.config, fixed)
     for key, axis in spec.space.items():
         _, annotation = field_at(experiment.config, tuple(key.split(".")))
@@ -276,16 +292,17 @@ def _search(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
 
     if not spec.sampled_axes:
         space = {key: tune.grid_search(values) for key, values in spec.grid_axes.items()}
-        space["seed"] = tune.grid_search(spec.seeds)
+        if not spec.vectorize_seeds:  # else every trial trains all seeds
+            space["seed"] = tune.grid_search(spec.seeds)
         return space, None, 1
     from ray.tune.search import Repeater
 
     from dynagen.platform.optuna_search import OptunaOnMeasuredReports
 
     searcher = OptunaOnMeasuredReports(space=DefineByRun(spec.grid_points(), spec.sampled_axes), metric=spec.metric, mode=spec.mode, seed=spec.search_seed)
-    if len(spec.seeds) > 1:
+    if len(spec.seeds) > 1 and not spec.vectorize_seeds:
         searcher = Repeater(searcher, repeat=len(spec.seeds), set_index=True)
-    return {}, searcher, spec.num_trials()
+    return {}, searcher, spec.num_tune_trials()
 
 
 def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concurrent: int | None = None, verbose: bool = True,
@@ -315,7 +332,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         cpus_per_worker=max(1, round(spec.resources.cpu)), gpus_per_worker=spec.resources.gpu,
         use_gpu=spec.resources.gpu > 0,
         fixed=deep_merge(preset_values(experiment, spec.preset), {**spec.fixed, "seed": spec.seeds[0]}),
-        seeds=list(spec.seeds), metric=spec.metric, verbose=verbose, tracker=tracker,
+        seeds=list(spec.seeds), metric=spec.metric, verbose=verbose, tracker=tracker, vectorize_seeds=spec.vectorize_seeds,
     )
     path = join(canonical, spec.name)
     if resume and not tune.Tuner.can_restore(path):
@@ -337,7 +354,7 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         summaries = summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)
         callbacks = [summaries, *console.tune_loggers()]
         if not verbose:
-            callbacks.append(console.sweep_status(spec.num_trials(), spec.metric, spec.mode, summaries.outcomes))
+            callbacks.append(console.sweep_status(spec.num_tune_trials(), spec.metric, spec.mode, summaries.outcomes))
         trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
                                         backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
         if resume:
@@ -364,7 +381,9 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
                     verbose=1 if verbose else 0,
                 ),
             )
-        print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}, results in {join(canonical, spec.name, 'results')}", flush=True)
+        groups = f" ({spec.num_tune_trials()} Tune trials of {len(spec.seeds)} seeds each)" if spec.vectorize_seeds else ""
+        print(f"sweep {spec.name}: {spec.num_trials()} trials of {experiment.name}{groups}, results in "
+              f"{join(canonical, spec.name, 'results')}", flush=True)
         if not verbose:
             print(f"logs: {join(canonical, spec.name, console.LOG_DIR)}/ and each trial's logs/ (-v to show them here)", flush=True)
         grid = tuner.fit()

@@ -38,6 +38,8 @@ class ToyConfig(ExperimentConfig):
     fail_marker: str = ""  # a worker fails only while this file does not exist (then creates it)
     report_gpu_share: bool = False  # the final metrics say what the process was given of a GPU (gpu_share_given)
     val_every: int = Field(0, ge=0)  # > 0: `val_error` reported every val_every steps only, as a validation metric is
+    diverge_seed: int = -1  # toy-jax: the seed whose run diverges at diverge_at_step (the others go on)
+    diverge_at_step: int = -1
 
 
 def _maybe_fail(config: ToyConfig, rank: int, step: int) -> None:
@@ -144,30 +146,45 @@ def evaluate(config: ToyConfig, state, out_dir, samples: int | None = None, prog
 
 
 def train_numpy(config: ToyConfig, ctx) -> dict[str, float]:
-    """Full-batch gradient descent in numpy; checkpoints carry plain arrays."""
+    """Full-batch gradient descent in numpy; checkpoints carry plain arrays (:func:`train_numpy_seeds` of one)."""
+    return train_numpy_seeds([config], [ctx])[0]
+
+
+def train_numpy_seeds(configs: list[ToyConfig], ctxs: list) -> list[dict[str, float] | None]:
+    """The seeds of one configuration in one loop, as a vectorised group trains them: the seed ``diverge_seed`` ends
+    as diverged at ``diverge_at_step`` (``ctx.diverge``), the others go on."""
     import numpy as np
 
-    data = make_dataset(config.dataset_size, config.seed)
-    inputs, targets = data.tensors[0].numpy(), data.tensors[1].numpy()[:, 0]
-    weights = np.zeros(len(TRUE_WEIGHTS))
-    start = 0
-    restored = ctx.restore()
-    if restored is not None:
-        state, step = restored
-        weights, start = np.asarray(state["weights"]), step + 1
-    loss = float("nan")
+    from dynagen.platform.context import Diverged
+
+    config = configs[0]
+    data = [make_dataset(c.dataset_size, c.seed).tensors for c in configs]
+    inputs, targets = [x.numpy() for x, _ in data], [y.numpy()[:, 0] for _, y in data]
+    weights = [np.zeros(len(TRUE_WEIGHTS)) for _ in configs]
+    start, restored = 0, [ctx.restore() for ctx in ctxs]
+    for index, saved in enumerate(restored):
+        if saved is not None:
+            weights[index], start = np.asarray(saved[0]["weights"]), saved[1] + 1
+    running = [i for i, saved in enumerate(restored) if saved is not None or not any(restored)]
+    losses = [float("nan")] * len(configs)
     for step in range(start, config.steps):
-        _maybe_fail(config, ctx.rank, step)
-        residual = inputs @ weights - targets
-        loss = float(np.mean(residual**2))
-        weights = weights - config.lr * 2 * inputs.T @ residual / len(targets)
+        _maybe_fail(config, ctxs[0].rank, step)
+        for index in list(running):
+            if configs[index].seed == config.diverge_seed and step == config.diverge_at_step:
+                running.remove(index)
+                ctxs[index].diverge(Diverged(f"injected divergence at step {step}", step))
+                continue
+            residual = inputs[index] @ weights[index] - targets[index]
+            losses[index] = float(np.mean(residual**2))
+            weights[index] = weights[index] - config.lr * 2 * inputs[index].T @ residual / len(residual)
         if config.step_seconds:
             time.sleep(config.step_seconds)
         last = step == config.steps - 1
         if step % config.log_every == 0 or last:
-            ctx.report(step, {"loss": loss}, state=lambda: {"weights": weights.copy()}, final=last)
-    return {"loss": loss, "weight_error": float(np.linalg.norm(weights - np.asarray(TRUE_WEIGHTS))),
-            **(gpu_share_given() if config.report_gpu_share else {})}
+            for index in running:
+                ctxs[index].report(step, {"loss": losses[index]}, state=lambda w=weights[index]: {"weights": w.copy()}, final=last)
+    return [{"loss": losses[i], "weight_error": float(np.linalg.norm(weights[i] - np.asarray(TRUE_WEIGHTS))),
+             **(gpu_share_given() if config.report_gpu_share else {})} if i in running else None for i in range(len(configs))]
 
 
 TOY = Experiment(
@@ -186,6 +203,7 @@ TOY_JAX = Experiment(
     name="toy-jax",
     config=ToyConfig,
     train=train_numpy,
+    train_seeds=train_numpy_seeds,
     evaluate=None,
     presets={},
     backend="jax",

@@ -169,6 +169,7 @@ EXPERIMENT = Experiment(
     name="gan-ntk",
     config=GanNtkConfig,
     train="dynagen.models.gantk.train:train",
+    train_seeds="dynagen.models.gantk.train:train_seeds",
     evaluate="dynagen.models.gantk.evaluate:evaluate",
     presets=PRESETS,
     backend="jax",

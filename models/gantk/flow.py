@@ -62,6 +62,8 @@ class FlowPrograms:
         else:
             self.discriminator = FiniteDiscriminator(config, target_shape)
         self.advance = jax.jit(self._advance)  # n_steps is traced: one compilation for any chunk length
+        # several seeds of this configuration at once: states and targets stacked along a leading seed axis
+        self.advance_seeds = jax.jit(jax.vmap(self._advance, in_axes=(0, None, 0)))
         self.loss_and_grad = jax.jit(self._loss_and_grad)
         kernel, block = self.kernel, config.kernel_block  # MMD² (V-statistic) under the discriminator kernel (docs/gantk.md §5)
         mean = lambda a, b: kernel_mean(kernel, a, b, block)  # noqa: E731
@@ -112,6 +114,38 @@ def flow_programs(config: "GanNtkConfig", target_shape: tuple[int, ...]) -> Flow
     if key not in _PROGRAMS:
         _PROGRAMS[key] = FlowPrograms(config, tuple(target_shape))
     return _PROGRAMS[key]
+
+
+# Whether the seeds of a group advance as one vmapped program, by JAX backend. Measured on a 2-core x86-64 CPU
+# (benchmarks/sweep.py, the make-demo configurations): vmapping two seeds barely shortens their steps (0-20 %) and
+# compiles the step program 1.5-2x longer than one seed's, so on a CPU a group advances its seeds one after the other
+# through the one compiled per-seed program (what the group saves is the compilation of every further seed). On an
+# accelerator, steps of a few hundred particles are launch-bound and one program for all seeds does the work of one.
+VECTORISE_SEEDS = {"cpu": False, "gpu": True, "cuda": True, "rocm": True, "tpu": True}
+
+
+class SeedFlows:
+    """The flows of several seeds of one configuration as one state stacked along a leading seed axis (nothing
+    couples the seeds: each trajectory is its own). ``vectorised``: advanced by one vmapped program, which gives the
+    same particles as the per-seed program (tests/test_gantk_flow.py) although some reductions (the RBF kernel's mean
+    loss) may round differently in the last bit; else seed by seed through the per-seed program, bit for bit what
+    a run of its own computes (a single seed always is)."""
+
+    def __init__(self, flows: "list[ParticleFlow]", states: list[FlowState], vectorised: bool | None = None):
+        self.flows = flows
+        self.vectorised = VECTORISE_SEEDS.get(jax.default_backend(), True) if vectorised is None else vectorised
+        self.state = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
+        self._y = jnp.stack([flow.y for flow in flows])
+
+    def seed(self, index: int) -> FlowState:
+        return jax.tree_util.tree_map(lambda leaf: leaf[index], self.state)
+
+    def advance(self, n_steps: int) -> None:
+        if self.vectorised and len(self.flows) > 1:
+            self.state = self.flows[0].programs.advance_seeds(self.state, n_steps, self._y)
+            return
+        states = [flow.advance(self.seed(index), n_steps) for index, flow in enumerate(self.flows)]
+        self.state = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 class ParticleFlow:

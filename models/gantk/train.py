@@ -23,7 +23,7 @@ import numpy as np
 from dynagen.models.artifacts import save_npz
 from dynagen.models.gantk import metrics, plots
 from dynagen.models.gantk.experiment import GanNtkConfig
-from dynagen.models.gantk.flow import FlowState, ParticleFlow, flow_programs
+from dynagen.models.gantk.flow import FlowState, ParticleFlow, SeedFlows, flow_programs
 from dynagen.models.gantk.targets import make_problem
 from dynagen.platform.context import Diverged
 
@@ -145,62 +145,89 @@ class Evaluator:
 
 
 def train(config: GanNtkConfig, ctx) -> dict[str, float]:
-    """The run of docs/gantk.md §1.3 / §5; its result carries ``time/<phase>`` seconds (:class:`Timings`)."""
-    timings = Timings()
+    """The run of docs/gantk.md §1.3 / §5 (one seed: :func:`train_seeds` of one); its result carries
+    ``time/<phase>`` seconds (:class:`Timings`)."""
+    return train_seeds([config], [ctx])[0]
+
+
+def train_seeds(configs: list[GanNtkConfig], ctxs: list) -> list[dict[str, float] | None]:
+    """The runs of one configuration at several seeds (``configs`` differ in ``seed`` only), their generator steps
+    as one vectorised program (:class:`~dynagen.models.gantk.flow.SeedFlows`); metrics, figures and snapshots per
+    seed, each in its own context. A seed whose particles become non-finite ends alone (``ctx.diverge``; None in
+    the result). Each result's ``time/<phase>`` seconds are its share of the group's (the group's / its seeds)."""
+    timings, config = Timings(), configs[0]
     with timings("setup"):
         dtype = _dtype(config)
-        source, targets = make_problem(config)
-        source, targets = source.astype(dtype), targets.astype(dtype)
-        flow = ParticleFlow(config, jnp.asarray(targets))
-        state = flow.init(source, jax.random.PRNGKey(config.seed))
-        evaluate = Evaluator(config, targets, dtype)
-    extra: dict[str, float] = {}
+        problems = [tuple(array.astype(dtype) for array in make_problem(c)) for c in configs]  # (source, targets)
+        flows = [ParticleFlow(c, jnp.asarray(targets)) for c, (_, targets) in zip(configs, problems)]
+        states = [flow.init(source, jax.random.PRNGKey(c.seed)) for flow, c, (source, _) in zip(flows, configs, problems)]
+        evaluators = [Evaluator(c, targets, dtype) for c, (_, targets) in zip(configs, problems)]
+    extras: list[dict[str, float]] = [{} for _ in configs]
     if not config.infinite:  # the discriminator at init, before any restore or reset
         with timings("metrics"):
-            extra["ntk_rel_error"] = ntk_relative_error(flow, state, targets)
+            for extra, flow, state, (_, targets) in zip(extras, flows, states, problems):
+                extra["ntk_rel_error"] = ntk_relative_error(flow, state, targets)
 
     start = 0
     with timings("io"):
-        restored = ctx.restore()
-    if restored is not None:
-        saved, last_step = restored  # after a final report the state is x_steps: resume there, not at steps + 1
-        state, start = restore(state, saved, flow), int(saved.get("next_update", last_step + 1))
+        restored = [ctx.restore() for ctx in ctxs]
+    for index, saved_step in enumerate(restored):
+        if saved_step is not None:
+            saved, last_step = saved_step  # after a final report the state is x_steps: resume there, not at steps + 1
+            states[index], start = restore(states[index], saved, flows[index]), int(saved.get("next_update", last_step + 1))
+    seeds = SeedFlows(flows, states)
+    resumed = any(saved_step is not None for saved_step in restored)
+    running = [index for index, saved_step in enumerate(restored) if saved_step is not None or not resumed]  # a resumed
+    # group's checkpoint holds the seeds still running then; one that had diverged stays ended (platform/context.py)
 
-    def advance(state: FlowState, n_steps: int) -> FlowState:
+    def advance(n_steps: int) -> None:
         with timings("steps"):  # waits for the result: asynchronous dispatch would hide the steps in the next phase
-            return jax.block_until_ready(flow.advance(state, n_steps))
+            seeds.advance(n_steps)
+            jax.block_until_ready(seeds.state)
 
-    def log(step: int, final: bool = False) -> dict[str, float]:
+    def log(index: int, step: int, final: bool = False) -> dict[str, float] | None:
+        """Seed ``index``'s row at ``step`` (None, and its run ended, if its particles are no longer finite)."""
+        c, ctx, flow, (source, targets), state = configs[index], ctxs[index], flows[index], problems[index], seeds.seed(index)
         if not np.isfinite(np.asarray(state.x)).all():  # before any metric sees them (geomloss fails on them)
-            raise Diverged(f"particles non-finite at step {step}", step)
+            running.remove(index)
+            ctx.diverge(Diverged(f"particles non-finite at step {step}", step))
+            return None
         with timings("metrics"):
-            row = {**evaluate(state.x), "gen_loss": float(state.gen_loss), **extra}
+            row = {**evaluators[index](state.x), "gen_loss": float(state.gen_loss), **extras[index]}
         if ctx.is_main:
-            plot_due = final or step == 0 or (config.plot_every and step % config.plot_every == 0)
+            plot_due = final or step == 0 or (c.plot_every and step % c.plot_every == 0)
             if plot_due:
-                title = f"{config.arch} loss={config.loss} width={config.width or '∞'} step {step}"
+                title = f"{c.arch} loss={c.loss} width={c.width or '∞'} step {step}"
                 with timings("plots"):
                     image = figure(flow, state, targets, ctx.run_dir / "plots" / f"flow_{step:08d}.png", title)
                 if image is not None:
                     with timings("io"):
                         ctx.log_images(step, "flow", image)
-            if final or (config.save_every and step % config.save_every == 0):
+            if final or (c.save_every and step % c.save_every == 0):
                 with timings("io"):
                     save_npz(ctx.run_dir / "particles" / f"x_{step:08d}.npz", x=np.asarray(state.x))
         return row
 
+    def report(index: int, step: int, row: dict[str, float], next_update: int, final: bool = False) -> None:
+        source, targets = problems[index]
+        with timings("io"):
+            ctxs[index].report(step, row, state=lambda: checkpoint(seeds.seed(index), next_update, source, targets), final=final)
+
     step = start
-    while step < config.steps:
-        row = log(step) if step % config.log_every == 0 else None
-        state = advance(state, 1)
-        if row is not None:
-            with timings("io"):
-                ctx.report(step, row, state=lambda: checkpoint(state, step + 1, source, targets))
+    while step < config.steps and running:
+        rows = {index: log(index, step) for index in list(running)} if step % config.log_every == 0 else {}
+        advance(1)
+        for index, row in rows.items():
+            if row is not None:
+                report(index, step, row, step + 1)
         next_log = min((step // config.log_every + 1) * config.log_every, config.steps)
         if next_log - step - 1 > 0:
-            state = advance(state, next_log - step - 1)
+            advance(next_log - step - 1)
         step = next_log
-    final = log(config.steps, final=True)
-    with timings("io"):
-        ctx.report(config.steps, final, state=lambda: checkpoint(state, config.steps, source, targets), final=True)
-    return {**final, **timings.row()}
+    finals: list[dict[str, float] | None] = [None] * len(configs)
+    for index in list(running):
+        finals[index] = log(index, config.steps, final=True)
+        if finals[index] is not None:
+            report(index, config.steps, finals[index], config.steps, final=True)
+    share = {key: seconds / len(configs) for key, seconds in timings.row().items()}
+    return [None if final is None else {**final, **share} for final in finals]
