@@ -279,9 +279,12 @@ def _sweep_status_class():
         the sweep's metric so far and an ETA (from the mean duration of ended trials): a live bar on a terminal,
         on a pipe a line at most every ``every_s`` seconds when it changed."""
 
-        def __init__(self, total: int, metric: str, mode: str, outcomes: Mapping[str, str], every_s: float = 30.0):
+        def __init__(self, total: int, metric: str, mode: str, outcomes: Mapping[str, Any], every_s: float = 30.0,
+                     runs_per_trial: int = 1):
             self.total, self.metric, self.mode, self.every_s = total, metric, mode, every_s
-            self.outcomes = outcomes  # trial id -> status, filled by the SummaryCallback (platform/run.py)
+            # trial id -> status, or a vectorised group's statuses (one per seed), filled by the SummaryCallback (platform/run.py)
+            self.outcomes = outcomes
+            self.runs_per_trial = runs_per_trial  # runs (seeds) per Tune trial: the counts are of runs
             self.terminal = sys.stderr.isatty()
             self._bar = None
             self._start = time.monotonic()
@@ -293,12 +296,13 @@ def _sweep_status_class():
             for trial in trials:
                 outcome = self.outcomes.get(trial.trial_id)
                 if outcome is not None:
-                    counts[ENDED_AS[outcome]] += 1
+                    for status in (outcome,) if isinstance(outcome, str) else outcome:
+                        counts[ENDED_AS[status]] += 1
                 elif trial.status in ("RUNNING", "PAUSED"):
-                    counts["running"] += 1
+                    counts["running"] += self.runs_per_trial
                 else:
-                    counts["pending"] += 1
-            counts["pending"] += max(self.total - len(trials), 0)
+                    counts["pending"] += self.runs_per_trial
+            counts["pending"] += max(self.total - len(trials) * self.runs_per_trial, 0)
             return counts
 
         def _best(self, trials) -> str | None:
@@ -338,5 +342,6 @@ def _sweep_status_class():
     return SweepStatus
 
 
-def sweep_status(total: int, metric: str, mode: str, outcomes: Mapping[str, str]):
-    return _sweep_status_class()(total, metric, mode, outcomes)
+def sweep_status(total: int, metric: str, mode: str, outcomes: Mapping[str, Any], runs_per_trial: int = 1):
+    """The sweep's live status over ``total`` runs (Tune trials x ``runs_per_trial``)."""
+    return _sweep_status_class()(total, metric, mode, outcomes, runs_per_trial=runs_per_trial)

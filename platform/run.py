@@ -297,11 +297,12 @@ def _summary_callback_class():
     class SummaryCallback(ray.tune.Callback):
         """Writes each trial's summary row from the driver (statuses: :mod:`dynagen.platform.results`) and
         prints one line for a trial that diverged or failed (with the path of its full log); without ``-v``,
-        one line for every trial that ended. ``outcomes``: trial id -> status, for the sweep's live status."""
+        one line for every trial that ended. ``outcomes``: trial id -> status (a vectorised group's: one per seed),
+        for the sweep's live status."""
 
         def __init__(self, experiment, settings, max_t: int | None):
             self.experiment, self.settings, self.max_t = experiment, settings, max_t
-            self.outcomes: dict[str, str] = {}
+            self.outcomes: dict[str, str | tuple[str, ...]] = {}
 
         def _outcome(self, trial, result: Mapping[str, Any], ended: str) -> tuple[str, str | None]:
             """``(status, reason)`` of a run from its last ``result``: ``ended`` is what Tune saw, ``completed``
@@ -327,7 +328,7 @@ def _summary_callback_class():
             statuses = [self._write_run(trial, seed_run_settings(replace(self.settings, trial_id=trial_id), seed).trial_id,
                                         seed_values(result, seed), {**trial.config, "seed": seed}, ended)
                         for seed in self.settings.seeds]
-            self.outcomes[trial.trial_id] = next((s for s in ("error", "diverged", "stopped") if s in statuses), "completed")
+            self.outcomes[trial.trial_id] = tuple(statuses)
 
         def _write_run(self, trial, trial_id: str, result: Mapping[str, Any], params: Mapping[str, Any], ended: str) -> str:
             previous = read_summary(self.settings.storage, self.settings.sweep_id, self.experiment.name, trial_id)

@@ -354,7 +354,8 @@ def run_sweep(spec: SweepSpec, *, storage: str, resume: bool = False, max_concur
         summaries = summary_callback(experiment, settings, spec.scheduler.max_t if spec.scheduler else None)
         callbacks = [summaries, *console.tune_loggers()]
         if not verbose:
-            callbacks.append(console.sweep_status(spec.num_tune_trials(), spec.metric, spec.mode, summaries.outcomes))
+            callbacks.append(console.sweep_status(spec.num_trials(), spec.metric, spec.mode, summaries.outcomes,
+                                                  runs_per_trial=spec.num_trials() // spec.num_tune_trials()))
         trainable = tune.with_resources(tune.with_parameters(tune_trial, experiment=experiment, settings=settings),
                                         backend.trial_resources(settings.cpus_per_worker, settings.gpus_per_worker, workers))
         if resume:
