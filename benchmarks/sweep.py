@@ -1,10 +1,10 @@
 """Sweep throughput: where the time of ``make demo``'s GAN(TK)² sweep (search_spaces/activations_demo.yaml,
-16 trials) goes, and its efficiency = pure step time / (sweep wall time x concurrency).
+16 trials) goes, and its efficiency = pure step time on one core / (sweep wall time x concurrency).
 
 Side by side in one process, so that the load of a shared machine weighs on both:
 
 1. pure step time: every trial's jitted generator steps (the run's own chunks, 300 steps), compiled
-   first and then timed alone on one thread;
+   first and then timed alone on one core (and, for comparison, with XLA's own threads on every core);
 2. the sweep through ``run_sweep`` on an embedded local Ray with 2 CPUs (Ray's start-up timed apart): as packaged
    (``groups``: ``vectorize_seeds``, one trial per configuration training both seeds, docs/platform.md
    "Vectorised seeds"), then with one trial per seed (``seeds``).
@@ -35,8 +35,30 @@ CONCURRENCY = 2
 SWEEP = "activations_demo"
 
 
-def pure_step_seconds(spec) -> float:
-    """Sum over the sweep's trials of their generator steps alone (compiled beforehand, one thread)."""
+def pure_step_seconds(spec, one_core: bool) -> float:
+    """Sum over the sweep's trials of their generator steps alone (compiled beforehand). ``one_core``: on one CPU.
+    With Eigen's threads off (``thread_env(1)``) an XLA:CPU process still runs its work on more than one thread
+    (measured here: 19 s of CPU time in 13 s of wall time), which two trials on two cores cannot have; one thread's
+    step time, the efficiency's numerator, is therefore taken with this process pinned to one CPU."""
+    cpus = os.sched_getaffinity(0)
+    if one_core:
+        _pin_threads({min(cpus)})
+    try:
+        return _step_seconds(spec)
+    finally:
+        _pin_threads(cpus)
+
+
+def _pin_threads(cpus: set[int]) -> None:
+    """Every thread of this process (XLA's pool included) on ``cpus`` (Linux)."""
+    for thread in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(thread), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+def _step_seconds(spec) -> float:
     import jax
 
     from dynagen.models.gantk.experiment import GanNtkConfig
@@ -80,7 +102,8 @@ def main() -> None:
     from dynagen.platform.sweep import load_sweep_spec
 
     spec = load_sweep_spec(SWEEP)
-    steps = pure_step_seconds(spec)
+    threaded = pure_step_seconds(spec, one_core=False)
+    steps = pure_step_seconds(spec, one_core=True)  # the same programs, compiled by the first call
     start = time.perf_counter()
     ray.init(num_cpus=CONCURRENCY, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
@@ -91,15 +114,19 @@ def main() -> None:
 
     phases = sorted({c for _, s in rows.values() for c in s.columns if c.startswith("time/")})
     print(f"{SWEEP}: {spec.num_trials()} trials, {CONCURRENCY} at once on {CONCURRENCY} CPUs; Ray start-up {ray_start:.1f} s")
-    print(f"pure step time (all trials, one thread, compiled beforehand): {steps:.1f} s")
-    print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'processes':>9} {'completed':>9}  " + " ".join(f"{p[5:]:>13}" for p in phases))
+    print(f"pure step time (all trials, compiled beforehand): {steps:.1f} s on one core ({threaded:.1f} s with XLA's "
+          f"threads on {len(os.sched_getaffinity(0))} cores)")
+    print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'(threaded)':>10} {'processes':>9} {'completed':>9}  "
+          + " ".join(f"{p[5:]:>13}" for p in phases))
     for label, (wall, summary) in rows.items():
         started = summary[summary["time/process_start"] > 0]["trial_id"]  # a group's seeds share its process
         processes = started.str.replace(r"-s\d+$", "", regex=True).nunique()
         completed = int((summary["status"] == "completed").sum())
         sums = " ".join(f"{summary[p].sum() if p in summary else float('nan'):>13.1f}" for p in phases)
-        print(f"{label:<6} {wall:>7.1f} {steps / (wall * CONCURRENCY):>10.2f} {processes:>9} {completed:>9}  {sums}")
-    print("(time/<phase>: seconds summed over the trials' summary rows)")
+        print(f"{label:<6} {wall:>7.1f} {steps / (wall * CONCURRENCY):>10.2f} {threaded / (wall * CONCURRENCY):>10.2f} "
+              f"{processes:>9} {completed:>9}  {sums}")
+    print("(efficiency: one-core step time / (wall x concurrency); (threaded): the same with the step time of XLA's "
+          "threads on every core; time/<phase>: seconds summed over the trials' summary rows)")
     summary = rows["groups"][1].sort_values("wall_time")
     print(f"\nper trial, in finishing order: {'arch':<12} {'width':>5} {'seed':>4} {'new process':>11} {'compile s':>9} {'steps s':>8}")
     for _, row in summary.iterrows():

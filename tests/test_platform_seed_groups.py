@@ -96,3 +96,24 @@ def test_vectorize_seeds_needs_an_experiment_that_trains_seeds_together(tmp_path
         _spec(tmp_path / "s.yaml", experiment="toy", seeds=[0, 1], vectorize_seeds=True, metric="loss")
     with pytest.raises(UsageError, match=r"^vectorize_seeds: a group runs in one process, not 2 workers"):
         _spec(tmp_path / "s.yaml", experiment="toy-jax", seeds=[0, 1], vectorize_seeds=True, metric="loss", resources={"workers": 2})
+
+
+def test_asha_stops_a_group_on_the_mean_of_its_seeds(ray_cluster, tmp_path):
+    # As the ASHA test of separate trials (tests/test_platform_sweep.py): one group at a time in grid order; the
+    # second (lr 1e-4) has barely moved at step 8, so ASHA stops it, and both its seeds are `stopped` there with
+    # their own last values.
+    spec = _spec(tmp_path / "asha.yaml", experiment="toy-jax", fixed={"steps": 24, "log_every": 4},
+                 space={"lr": {"grid": [0.3, 0.0001]}}, seeds=[0, 1], vectorize_seeds=True, metric="loss", mode="min",
+                 scheduler={"type": "asha", "max_t": 24, "grace_period": 8, "reduction_factor": 2},
+                 max_concurrent=1, checkpoint_every=0)
+    storage = str(tmp_path / "runs")
+    run_sweep(spec, storage=storage, verbose=False)
+    summary = read_results(storage, "asha", kind="summary").to_pandas().set_index(["config.lr", "seed"]).sort_index()
+    assert list(summary.loc[0.3, "status"]) == ["completed"] * 2 and list(summary.loc[0.3, "step"]) == [23, 23]
+    stopped = summary.loc[0.0001]
+    assert list(stopped["status"]) == ["stopped"] * 2 and ((8 <= stopped["step"]) & (stopped["step"] < 16)).all()
+    steps = read_results(storage, "asha", kind="step").to_pandas().set_index(["config.lr", "seed", "step"])
+    for seed in (0, 1):  # each seed's summary holds its own last reported loss
+        last = int(stopped.loc[seed, "step"])
+        assert stopped.loc[seed, "loss"] == steps.loc[(0.0001, seed, last), "loss"]
+    assert stopped.loc[0, "loss"] != stopped.loc[1, "loss"]
