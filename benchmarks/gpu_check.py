@@ -7,7 +7,10 @@ Cases, each in its own process (its peak memory is its own, a crash or a timeout
   GPU, then ``dynagen evaluate --option device=cuda``;
 * ``srvp-ray`` / ``pde-ray``: the same through Ray Train with one GPU worker, where Ray is installed;
 * ``gan-ntk-500`` / ``gan-ntk-10000``: GAN(TK)² inf_ipm generator steps at N = M = 500 and 10,000 (the timing of
-  benchmarks/gan_ntk.py), where JAX sees a GPU and neural-tangents imports.
+  benchmarks/gan_ntk.py), where JAX sees a GPU and neural-tangents imports;
+* ``gan-ntk-seeds``: the steps of 8 seeds of one ``make demo`` configuration (relu, width 128, N = M = 128) as one
+  vmapped program against seed by seed (models/gantk/flow.py: ``VECTORISE_SEEDS`` says which a vectorised sweep uses
+  on this backend; this case measures whether it should).
 
 Per case: it/s and frames/s (between the run's logged steps, start-up and validations left out), peak GPU memory,
 first -> last training loss, the step the resumed run started from, and the evaluation. A case whose libraries are
@@ -84,7 +87,9 @@ TRAINING = {
 }
 GAN_STEPS = {"full": 20, "tiny": 2}
 GAN_SIZES = {"full": {"gan-ntk-500": 500, "gan-ntk-10000": 10_000}, "tiny": {"gan-ntk-500": 64, "gan-ntk-10000": 128}}
-CASES = ("srvp-local", "srvp-ray", "pde-local", "pde-ray", "gan-ntk-500", "gan-ntk-10000")
+# gan-ntk-seeds: seeds of one configuration, particles (ηt/N = 2 as make demo's), generator steps timed
+GAN_SEEDS = {"full": {"seeds": 8, "n": 128, "steps": 100}, "tiny": {"seeds": 2, "n": 16, "steps": 2}}
+CASES = ("srvp-local", "srvp-ray", "pde-local", "pde-ray", "gan-ntk-500", "gan-ntk-10000", "gan-ntk-seeds")
 CASE_TIMEOUT_S = {"full": 150, "tiny": 300}
 COLUMNS = ("case", "device", "status", "wall s", "steps", "it/s", "frames/s", "peak GPU MiB", "loss first -> last", "resumed at",
            "evaluation", "notes")
@@ -287,7 +292,40 @@ def gan_case(case: str, size: str) -> dict:
             "evaluation": "-", "notes": f"inf_ipm N = M = {n}, compile {compile_s:.1f} s, {jax.default_backend()}"}
 
 
+def seeds_case(size: str) -> dict:
+    """Generator steps per second of a group of seeds, vmapped and seed by seed (one compiled program each)."""
+    import jax
+
+    from dynagen.models.gantk.experiment import GanNtkConfig
+    from dynagen.models.gantk.flow import VECTORISE_SEEDS, ParticleFlow, SeedFlows
+    from dynagen.models.gantk.targets import make_problem
+
+    spec = GAN_SEEDS[size]
+    flows, states = [], []
+    for seed in range(spec["seeds"]):
+        config = GanNtkConfig(arch="relu", loss="ipm", width=128, n_particles=spec["n"], n_targets=spec["n"], lr=2.0 * spec["n"],
+                              lr_d=0.25, nb_d_steps=4, reset_d=True, seed=seed)
+        source, targets = make_problem(config)
+        flows.append(ParticleFlow(config, jax.numpy.asarray(targets.astype("float32"))))
+        states.append(flows[-1].init(source.astype("float32"), jax.random.PRNGKey(seed)))
+    rate = {}
+    for vectorised in (True, False):
+        group = SeedFlows(flows, states, vectorised=vectorised)
+        group.advance(1)  # compiles
+        jax.block_until_ready(group.state)
+        start = time.perf_counter()
+        group.advance(spec["steps"])
+        jax.block_until_ready(group.state)
+        rate[vectorised] = spec["steps"] / (time.perf_counter() - start)
+    backend = jax.default_backend()
+    return {"steps": f"{spec['steps']} x {spec['seeds']} seeds", "it/s": rate[True], "frames/s": None, "peak GPU MiB": None,
+            "evaluation": "-", "notes": f"vmapped {rate[True]:.1f} it/s, seed by seed {rate[False]:.1f} it/s "
+            f"({rate[True] / rate[False]:.2f}x); {backend}: VECTORISE_SEEDS = {VECTORISE_SEEDS.get(backend, True)}"}
+
+
 def run_case(case: str, device: str, size: str, storage: str) -> dict:
+    if case == "gan-ntk-seeds":
+        return seeds_case(size)
     if case.startswith("gan"):
         return gan_case(case, size)
     return training_case(case, device, size, storage)
