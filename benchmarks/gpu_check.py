@@ -9,7 +9,7 @@ Cases, each in its own process (its peak memory is its own, a crash or a timeout
 * ``gan-ntk-500`` / ``gan-ntk-10000``: GAN(TK)² inf_ipm generator steps at N = M = 500 and 10,000 (the timing of
   benchmarks/gan_ntk.py), where JAX sees a GPU and neural-tangents imports;
 * ``gan-ntk-seeds``: the steps of 8 seeds of one ``make demo`` configuration (relu, width 128, N = M = 128) as one
-  vmapped program against seed by seed (models/gantk/flow.py: ``VECTORISE_SEEDS`` says which a vectorised sweep uses
+  vmapped program against seed by seed (models/gantk/flow.py: ``vectorise_seeds`` says which a vectorised sweep uses
   on this backend; this case measures whether it should).
 
 Per case: it/s and frames/s (between the run's logged steps, start-up and validations left out), peak GPU memory,
@@ -297,7 +297,7 @@ def seeds_case(size: str) -> dict:
     import jax
 
     from dynagen.models.gantk.experiment import GanNtkConfig
-    from dynagen.models.gantk.flow import VECTORISE_SEEDS, ParticleFlow, SeedFlows
+    from dynagen.models.gantk.flow import ParticleFlow, SeedFlows, vectorise_seeds
     from dynagen.models.gantk.targets import make_problem
 
     spec = GAN_SEEDS[size]
@@ -320,7 +320,8 @@ def seeds_case(size: str) -> dict:
     backend = jax.default_backend()
     return {"steps": f"{spec['steps']} x {spec['seeds']} seeds", "it/s": rate[True], "frames/s": None, "peak GPU MiB": None,
             "evaluation": "-", "notes": f"vmapped {rate[True]:.1f} it/s, seed by seed {rate[False]:.1f} it/s "
-            f"({rate[True] / rate[False]:.2f}x); {backend}: VECTORISE_SEEDS = {VECTORISE_SEEDS.get(backend, True)}"}
+            f"({rate[True] / rate[False]:.2f}x); {backend}: make demo's groups (2 seeds x 300 steps) "
+            f"{'vmapped' if vectorise_seeds(backend, 2, 300) else 'seed by seed'}"}
 
 
 def run_case(case: str, device: str, size: str, storage: str) -> dict:

@@ -60,7 +60,7 @@ def test_asked_for_cuda_where_there_is_none_every_case_is_skipped_with_the_reaso
 
 def test_the_gan_cases_run_on_the_cpu(tmp_path):
     # GAN(TK)²'s step timing and the vectorised-seeds comparison (both programs of a group, and which one
-    # VECTORISE_SEEDS picks on this backend)
+    # vectorise_seeds picks on this backend)
     done, rows, text = _gpu_check(tmp_path, "--device", "cpu", "--cases", "gan-ntk-500", "gan-ntk-seeds")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "ran: gan-ntk-500, gan-ntk-seeds" in text
@@ -68,4 +68,4 @@ def test_the_gan_cases_run_on_the_cpu(tmp_path):
     assert "inf_ipm N = M = 64" in rows["gan-ntk-500"]["notes"]
     seeds = rows["gan-ntk-seeds"]
     assert seeds["status"] == "ok" and seeds["steps"] == "2 x 2 seeds" and float(seeds["it/s"]) > 0
-    assert "seed by seed" in seeds["notes"] and seeds["notes"].endswith("cpu: VECTORISE_SEEDS = False")
+    assert "seed by seed" in seeds["notes"] and seeds["notes"].endswith("cpu: make demo's groups (2 seeds x 300 steps) seed by seed")

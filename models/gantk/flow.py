@@ -116,12 +116,17 @@ def flow_programs(config: "GanNtkConfig", target_shape: tuple[int, ...]) -> Flow
     return _PROGRAMS[key]
 
 
-# Whether the seeds of a group advance as one vmapped program, by JAX backend. Measured on a 2-core x86-64 CPU
-# (benchmarks/sweep.py, the make-demo configurations): vmapping two seeds barely shortens their steps (0-20 %) and
-# compiles the step program 1.5-2x longer than one seed's, so on a CPU a group advances its seeds one after the other
-# through the one compiled per-seed program (what the group saves is the compilation of every further seed). On an
-# accelerator, steps of a few hundred particles are launch-bound and one program for all seeds does the work of one.
-VECTORISE_SEEDS = {"cpu": False, "gpu": True, "cuda": True, "rocm": True, "tpu": True}
+# A group's seeds advance as one vmapped program on an accelerator, where steps of a few hundred particles are
+# launch-bound and one program does the work of all seeds. On a CPU only past this many seed-steps: measured on a
+# 2-core x86-64 CPU at N = M = 128, relu width 128 (benchmarks/sweep.py, make gpu-check's gan-ntk-seeds), vmapping
+# made the steps 0-20 % faster for 2 seeds and 26 % for 8, and compiled the step program 1.5-2x longer (~1.5 s more),
+# which a few thousand seed-steps of ~5 ms win back; make demo's groups (2 seeds x 300 steps) go seed by seed.
+CPU_VECTORISED_FROM_SEED_STEPS = 5000
+
+
+def vectorise_seeds(backend: str, seeds: int, steps: int) -> bool:
+    """Whether ``seeds`` flows of ``steps`` generator steps each advance as one vmapped program on ``backend``."""
+    return seeds > 1 and (backend != "cpu" or seeds * steps >= CPU_VECTORISED_FROM_SEED_STEPS)
 
 
 class SeedFlows:
@@ -131,9 +136,8 @@ class SeedFlows:
     loss) may round differently in the last bit; else seed by seed through the per-seed program, bit for bit what
     a run of its own computes (a single seed always is)."""
 
-    def __init__(self, flows: "list[ParticleFlow]", states: list[FlowState], vectorised: bool | None = None):
-        self.flows = flows
-        self.vectorised = VECTORISE_SEEDS.get(jax.default_backend(), True) if vectorised is None else vectorised
+    def __init__(self, flows: "list[ParticleFlow]", states: list[FlowState], vectorised: bool):
+        self.flows, self.vectorised = flows, vectorised
         self.state = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
         self._y = jnp.stack([flow.y for flow in flows])
 

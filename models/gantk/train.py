@@ -23,7 +23,7 @@ import numpy as np
 from dynagen.models.artifacts import save_npz
 from dynagen.models.gantk import metrics, plots
 from dynagen.models.gantk.experiment import GanNtkConfig
-from dynagen.models.gantk.flow import FlowState, ParticleFlow, SeedFlows, flow_programs
+from dynagen.models.gantk.flow import FlowState, ParticleFlow, SeedFlows, flow_programs, vectorise_seeds
 from dynagen.models.gantk.targets import make_problem
 from dynagen.platform.context import Diverged
 
@@ -152,7 +152,7 @@ def train(config: GanNtkConfig, ctx) -> dict[str, float]:
 
 def train_seeds(configs: list[GanNtkConfig], ctxs: list) -> list[dict[str, float] | None]:
     """The runs of one configuration at several seeds (``configs`` differ in ``seed`` only), their generator steps
-    as one vectorised program (:class:`~dynagen.models.gantk.flow.SeedFlows`); metrics, figures and snapshots per
+    as one vmapped program where that pays (:func:`~dynagen.models.gantk.flow.vectorise_seeds`); metrics, figures and snapshots per
     seed, each in its own context. A seed whose particles become non-finite ends alone (``ctx.diverge``; None in
     the result). Each result's ``time/<phase>`` seconds are its share of the group's (the group's / its seeds)."""
     timings, config = Timings(), configs[0]
@@ -175,7 +175,7 @@ def train_seeds(configs: list[GanNtkConfig], ctxs: list) -> list[dict[str, float
         if saved_step is not None:
             saved, last_step = saved_step  # after a final report the state is x_steps: resume there, not at steps + 1
             states[index], start = restore(states[index], saved, flows[index]), int(saved.get("next_update", last_step + 1))
-    seeds = SeedFlows(flows, states)
+    seeds = SeedFlows(flows, states, vectorised=vectorise_seeds(jax.default_backend(), len(configs), config.steps - start))
     resumed = any(saved_step is not None for saved_step in restored)
     running = [index for index, saved_step in enumerate(restored) if saved_step is not None or not resumed]  # a resumed
     # group's checkpoint holds the seeds still running then; one that had diverged stays ended (platform/context.py)
