@@ -303,8 +303,8 @@ def seeds_case(size: str) -> dict:
     spec = GAN_SEEDS[size]
     flows, states = [], []
     for seed in range(spec["seeds"]):
-        config = GanNtkConfig(arch="relu", loss="ipm", width=128, n_particles=spec["n"], n_targets=spec["n"], lr=2.0 * spec["n"],
-                              lr_d=0.25, nb_d_steps=4, reset_d=True, seed=seed)
+        config = GanNtkConfig(arch="relu", loss="ipm", width=128, n_particles=spec["n"], n_targets=spec["n"],
+                              lr=2.0 * spec["n"], lr_d=0.25, nb_d_steps=4, reset_d=True, seed=seed)
         source, targets = make_problem(config)
         flows.append(ParticleFlow(config, jax.numpy.asarray(targets.astype("float32"))))
         states.append(flows[-1].init(source.astype("float32"), jax.random.PRNGKey(seed)))

@@ -108,8 +108,8 @@ def main() -> None:
     ray.init(num_cpus=CONCURRENCY, include_dashboard=False, log_to_driver=False)
     ray_start = time.perf_counter() - start
     with tempfile.TemporaryDirectory(prefix="dynagen-bench-") as storage:  # the packaged sweep, then its trials one per seed
-        rows = {"groups": run_sweep_timed(spec, storage),
-                "seeds": run_sweep_timed(spec.model_copy(update={"name": f"{spec.name}_separate", "vectorize_seeds": False}), storage)}
+        separate = spec.model_copy(update={"name": f"{spec.name}_separate", "vectorize_seeds": False})
+        rows = {"groups": run_sweep_timed(spec, storage), "seeds": run_sweep_timed(separate, storage)}
     ray.shutdown()
 
     phases = sorted({c for _, s in rows.values() for c in s.columns if c.startswith("time/")})

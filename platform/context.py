@@ -45,8 +45,8 @@ if TYPE_CHECKING:
 
 StateFn = Callable[[], Mapping[str, Any]]
 
-__all__ = ["CHECKPOINT_FILE", "BaseContext", "LocalContext", "RunContext", "SeedContext", "SeedGroup", "StateFn", "TrainContext", "TuneContext",
-           "load_state", "save_state_atomically", "tensorboard_without_tensorflow", "tensorboard_writer"]
+__all__ = ["CHECKPOINT_FILE", "BaseContext", "LocalContext", "RunContext", "SeedContext", "SeedGroup", "StateFn", "TrainContext",
+           "TuneContext", "load_state", "save_state_atomically", "tensorboard_without_tensorflow", "tensorboard_writer"]
 
 
 class Diverged(FloatingPointError):
@@ -484,7 +484,8 @@ class SeedGroup:
             return
         with tempfile.TemporaryDirectory(prefix="dynagen-ckpt-") as directory:
             ended = {str(seed): [error.step, str(error)] for seed, error in self.ended.items()}
-            save_state_atomically(checkpoint_state({"seeds": states, "ended": ended}, int(report["step"]), None), Path(directory))
+            state = checkpoint_state({"seeds": states, "ended": ended}, int(report["step"]), None)
+            save_state_atomically(state, Path(directory))
             ray.tune.report(report, checkpoint=ray.tune.Checkpoint.from_directory(directory))
 
 

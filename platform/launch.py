@@ -28,7 +28,9 @@ from typing import Any, Mapping
 from dynagen.platform import console
 from dynagen.platform.backends import backend_of
 from dynagen.platform.configs import UsageError
-from dynagen.platform.context import Diverged, LocalContext, Progress, SeedContext, SeedGroup, TrainContext, TuneContext, group_report
+from dynagen.platform.context import (
+    Diverged, LocalContext, Progress, SeedContext, SeedGroup, TrainContext, TuneContext, group_report,
+)
 from dynagen.platform.registry import Experiment, ExperimentConfig, get
 from dynagen.platform.results import is_uri, join, read_summary, resolve_storage, write_bytes_atomically
 from dynagen.platform.run import (

@@ -178,10 +178,15 @@ def trial_params(params: Mapping[str, Any], seeds: list[int]) -> dict[str, Any]:
     return params
 
 
+def seed_trial_id(trial_id: str, seed: int) -> str:
+    """The trial id of one seed's run in the vectorised group trial ``trial_id``."""
+    return f"{trial_id}-s{seed}"
+
+
 def seed_run_settings(settings: RunSettings, seed: int) -> RunSettings:
     """The settings of one seed's run in a vectorised group trial (``settings.trial_id``: the Tune trial's): its own
-    trial id ``<trial id>-s<seed>`` and folder ``<sweep>/trials/<trial id>-s<seed>``, as a trial of its own has."""
-    trial_id = f"{settings.trial_id}-s{seed}"
+    trial id (:func:`seed_trial_id`) and folder ``<sweep>/trials/<that id>``, as a trial of its own has."""
+    trial_id = seed_trial_id(settings.trial_id, seed)
     return replace(settings, trial_id=trial_id, run_name=f"{settings.sweep_id}/trials/{trial_id}")
 
 
@@ -325,9 +330,8 @@ def _summary_callback_class():
             from dynagen.platform.context import seed_values
 
             # a vectorised group: one summary row per seed, from its values in the group's report
-            statuses = [self._write_run(trial, seed_run_settings(replace(self.settings, trial_id=trial_id), seed).trial_id,
-                                        seed_values(result, seed), {**trial.config, "seed": seed}, ended)
-                        for seed in self.settings.seeds]
+            statuses = [self._write_run(trial, seed_trial_id(trial_id, seed), seed_values(result, seed),
+                                        {**trial.config, "seed": seed}, ended) for seed in self.settings.seeds]
             self.outcomes[trial.trial_id] = tuple(statuses)
 
         def _write_run(self, trial, trial_id: str, result: Mapping[str, Any], params: Mapping[str, Any], ended: str) -> str:

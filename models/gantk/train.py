@@ -152,8 +152,8 @@ def train(config: GanNtkConfig, ctx) -> dict[str, float]:
 
 def train_seeds(configs: list[GanNtkConfig], ctxs: list) -> list[dict[str, float] | None]:
     """The runs of one configuration at several seeds (``configs`` differ in ``seed`` only), their generator steps
-    as one vmapped program where that pays (:func:`~dynagen.models.gantk.flow.vectorise_seeds`); metrics, figures and snapshots per
-    seed, each in its own context. A seed whose particles become non-finite ends alone (``ctx.diverge``; None in
+    as one vmapped program where that pays (:func:`~dynagen.models.gantk.flow.vectorise_seeds`); metrics, figures and
+    snapshots per seed, each in its own context. A seed whose particles become non-finite ends alone (``ctx.diverge``; None in
     the result). Each result's ``time/<phase>`` seconds are its share of the group's (the group's / its seeds)."""
     timings, config = Timings(), configs[0]
     with timings("setup"):
