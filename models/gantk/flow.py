@@ -130,26 +130,33 @@ def vectorise_seeds(backend: str, seeds: int, steps: int) -> bool:
 
 
 class SeedFlows:
-    """The flows of several seeds of one configuration as one state stacked along a leading seed axis (nothing
-    couples the seeds: each trajectory is its own). ``vectorised``: advanced by one vmapped program, which gives the
-    same particles as the per-seed program (tests/test_gantk_flow.py) although some reductions (the RBF kernel's mean
-    loss) may round differently in the last bit; else seed by seed through the per-seed program, bit for bit what
-    a run of its own computes (a single seed always is)."""
+    """The flows of several seeds of one configuration (nothing couples the seeds: each trajectory is its own).
+    ``vectorised`` (with more than one seed): their states stacked along a leading seed axis and advanced by one
+    vmapped program, which gives the same particles as the per-seed program (tests/test_gantk_flow.py) although
+    some reductions (the RBF kernel's mean loss) may round differently in the last bit; else a state per seed,
+    advanced seed by seed through the per-seed program, bit for bit what a run of its own computes (a single seed
+    always is, with no stacking on its path)."""
 
     def __init__(self, flows: "list[ParticleFlow]", states: list[FlowState], vectorised: bool):
-        self.flows, self.vectorised = flows, vectorised
-        self.state = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
-        self._y = jnp.stack([flow.y for flow in flows])
+        self.flows, self.vectorised = flows, vectorised and len(flows) > 1
+        if self.vectorised:
+            self._stacked = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
+            self._y = jnp.stack([flow.y for flow in flows])
+        else:
+            self._states = list(states)
 
     def seed(self, index: int) -> FlowState:
-        return jax.tree_util.tree_map(lambda leaf: leaf[index], self.state)
+        if self.vectorised:
+            return jax.tree_util.tree_map(lambda leaf: leaf[index], self._stacked)
+        return self._states[index]
 
-    def advance(self, n_steps: int) -> None:
-        if self.vectorised and len(self.flows) > 1:
-            self.state = self.flows[0].programs.advance_seeds(self.state, n_steps, self._y)
-            return
-        states = [flow.advance(self.seed(index), n_steps) for index, flow in enumerate(self.flows)]
-        self.state = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
+    def advance(self, n_steps: int) -> Any:
+        """Every seed ``n_steps`` further; returns the new states (dispatched: ``jax.block_until_ready`` waits)."""
+        if self.vectorised:
+            self._stacked = self.flows[0].programs.advance_seeds(self._stacked, n_steps, self._y)
+            return self._stacked
+        self._states = [flow.advance(state, n_steps) for flow, state in zip(self.flows, self._states)]
+        return self._states
 
 
 class ParticleFlow:

@@ -182,12 +182,11 @@ def train_seeds(configs: list[GanNtkConfig], ctxs: list) -> list[dict[str, float
 
     def advance(n_steps: int) -> None:
         with timings("steps"):  # waits for the result: asynchronous dispatch would hide the steps in the next phase
-            seeds.advance(n_steps)
-            jax.block_until_ready(seeds.state)
+            jax.block_until_ready(seeds.advance(n_steps))
 
     def log(index: int, step: int, final: bool = False) -> dict[str, float] | None:
         """Seed ``index``'s row at ``step`` (None, and its run ended, if its particles are no longer finite)."""
-        c, ctx, flow, (source, targets), state = configs[index], ctxs[index], flows[index], problems[index], seeds.seed(index)
+        c, ctx, flow, (_, targets), state = configs[index], ctxs[index], flows[index], problems[index], seeds.seed(index)
         if not np.isfinite(np.asarray(state.x)).all():  # before any metric sees them (geomloss fails on them)
             running.remove(index)
             ctx.diverge(Diverged(f"particles non-finite at step {step}", step))
