@@ -12,15 +12,25 @@ from typing import Mapping
 from dynagen.platform.configs import UsageError
 
 
+# Eigen's own thread pool off: it would add a pool of every core under XLA:CPU's. (XLA:CPU still runs independent
+# parts of a program on a pool sized to the cores the process may run on, its affinity mask: jaxlib 0.5.3 has no
+# setting for that pool, benchmarks/sweep.py measures it.)
+XLA_CPU_FLAGS = ("--xla_cpu_multi_thread_eigen=false",)
+
+
 def thread_env(cpus: int) -> dict[str, str]:
-    """Environment that keeps one process on ``cpus`` cores (torch/OpenMP/MKL and XLA's CPU
-    backend); it must be in place before torch or jax are first imported in that process."""
+    """Environment that keeps one process's math libraries to ``cpus`` threads (torch/OpenMP/MKL/OpenBLAS, and
+    Eigen under XLA:CPU); it must be in place before torch or jax are first imported in that process. The caller's
+    own ``XLA_FLAGS`` are kept, after dynagen's, so that theirs win. Only ``--flags`` go in: XLA stops reading the
+    variable at the first word that is not one (TensorFlow's ``intra_op_parallelism_threads=N``, say) and silently
+    drops every flag after it."""
     cpus = str(max(1, int(cpus)))
+    own = [flag for flag in os.environ.get("XLA_FLAGS", "").split() if flag not in XLA_CPU_FLAGS]
     return {
         "OMP_NUM_THREADS": cpus,
         "MKL_NUM_THREADS": cpus,
         "OPENBLAS_NUM_THREADS": cpus,
-        "XLA_FLAGS": f"--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={cpus}",
+        "XLA_FLAGS": " ".join([*XLA_CPU_FLAGS, *own]),
     }
 
 
