@@ -9,12 +9,13 @@ Side by side in one process, so that the load of a shared machine weighs on both
    (``groups``: ``vectorize_seeds``, one trial per configuration training both seeds, docs/platform.md
    "Vectorised seeds"), then with one trial per seed (``seeds``).
 
-JAX's persistent compilation cache is not used: measured here (jax 0.5.3, CPU), a program loaded from it
-ran the flow wrongly (particles that did not move: sinkhorn 7.5 instead of 0.05 at seed 0).
+JAX's persistent compilation cache is not used: on jax 0.5.3's CPU backend a step program loaded from it does not
+move the particles (``benchmarks/jax_cache_check.py`` shows why on three small loops).
 
-Per sweep: wall seconds, efficiency, the trial processes used (trials with a ``time/process_start``:
-the others ran in a reused process) and the sum over trials of every ``time/<phase>`` column of the
-summary rows. Run from the repository root: ``.venv/bin/python -m benchmarks.sweep``.
+Per sweep: wall seconds, efficiency, its ceilings (what the efficiency would be if the trials did nothing but
+their steps, metrics and plots; and with their compilation too), the trial processes used (trials with a
+``time/process_start``: the others ran in a reused process) and the sum over trials of every ``time/<phase>``
+column of the summary rows. Run from the repository root: ``.venv/bin/python -m benchmarks.sweep``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from dynagen.platform.runtime import thread_env  # noqa: E402
 os.environ.update(thread_env(1))  # this process's JAX on one thread, before jax is imported
 CONCURRENCY = 2
 SWEEP = "activations_demo"
+# The work the issue keeps (the same steps, logged metrics and plots): however fast everything else became, two cores
+# need at least these trial-seconds / 2 of wall time, which bounds the efficiency (the ``ceiling`` column).
+REQUIRED_PHASES = ("steps", "metrics", "plots")
 
 
 def pure_step_seconds(spec, one_core: bool) -> float:
@@ -116,17 +120,21 @@ def main() -> None:
     print(f"{SWEEP}: {spec.num_trials()} trials, {CONCURRENCY} at once on {CONCURRENCY} CPUs; Ray start-up {ray_start:.1f} s")
     print(f"pure step time (all trials, compiled beforehand): {steps:.1f} s on one core ({threaded:.1f} s with XLA's "
           f"threads on {len(os.sched_getaffinity(0))} cores)")
-    print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'(threaded)':>10} {'processes':>9} {'completed':>9}  "
-          + " ".join(f"{p[5:]:>13}" for p in phases))
+    print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'(threaded)':>10} {'ceiling':>7} {'(compiled)':>10} {'processes':>9} "
+          f"{'completed':>9}  " + " ".join(f"{p[5:]:>13}" for p in phases))
     for label, (wall, summary) in rows.items():
         started = summary[summary["time/process_start"] > 0]["trial_id"]  # a group's seeds share its process
         processes = started.str.replace(r"-s\d+$", "", regex=True).nunique()
         completed = int((summary["status"] == "completed").sum())
         sums = " ".join(f"{summary[p].sum() if p in summary else float('nan'):>13.1f}" for p in phases)
+        required = sum(summary[f"time/{phase}"].sum() for phase in REQUIRED_PHASES)
         print(f"{label:<6} {wall:>7.1f} {steps / (wall * CONCURRENCY):>10.2f} {threaded / (wall * CONCURRENCY):>10.2f} "
+              f"{steps / required:>7.2f} {steps / (required + summary['time/compile'].sum()):>10.2f} "
               f"{processes:>9} {completed:>9}  {sums}")
     print("(efficiency: one-core step time / (wall x concurrency); (threaded): the same with the step time of XLA's "
-          "threads on every core; time/<phase>: seconds summed over the trials' summary rows)")
+          "threads on every core; ceiling: the efficiency if the trials did nothing but their steps, metrics and plots, "
+          "the work the sweep must do, with no idle core; (compiled): the same plus its compilation; time/<phase>: "
+          "seconds summed over the trials' summary rows)")
     summary = rows["groups"][1].sort_values("wall_time")
     print(f"\nper trial, in finishing order: {'arch':<12} {'width':>5} {'seed':>4} {'new process':>11} {'compile s':>9} {'steps s':>8}")
     for _, row in summary.iterrows():

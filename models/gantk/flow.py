@@ -10,8 +10,9 @@ discriminator are replicated); the mean is over all N particles, so a trajectory
 the device count (the original's pmap used the per-shard mean, i.e. a step η/N_shard).
 
 The targets are an argument of the compiled programs, not a constant baked into them, so all flows
-of one configuration (the seeds of a sweep) share their programs: compiled once per process, and
-the same XLA computation for JAX's persistent compilation cache across processes.
+of one configuration (the seeds of a sweep) share their programs, compiled once per process. (Not across
+processes: JAX's persistent compilation cache is off, since on jax 0.5.3's CPU backend a loop like ``_advance``
+comes back from it as a no-op; benchmarks/jax_cache_check.py.)
 """
 
 from __future__ import annotations
