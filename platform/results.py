@@ -283,12 +283,11 @@ class ResultsWriter:
 def read_summary(storage: str | None, sweep_id: str, experiment: str, trial_id: str) -> dict[str, Any] | None:
     """The summary row a trial wrote (in its own file, or in a compacted part), or None."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
     filesystem, root = results_dir(storage, sweep_id)
     path = join(root, f"experiment={experiment}", f"{trial_id}-summary.parquet")
     if filesystem.get_file_info(path).type.name != "NotFound":
-        return pq.read_table(path, filesystem=filesystem).to_pylist()[0]
+        return _read_results_file(filesystem, path).to_pylist()[0]  # a damaged one refused in one line
     manifest = _latest_manifest(filesystem, root)
     if manifest is None or trial_id not in manifest["trials"].get(experiment, ()):
         return None

@@ -120,6 +120,20 @@ def _rows(table) -> list[tuple]:
     return sorted(tuple(map(str, row)) for row in frame[sorted(frame.columns)].to_numpy())  # column order may differ
 
 
+def test_a_damaged_summary_is_refused_in_one_line_where_a_resume_reads_it(tmp_path):
+    from dynagen.platform.results import ResultsError, read_summary
+
+    writer = ResultsWriter(str(tmp_path), "demo", "toy", "t", {"seed": 0}, seed=0)
+    writer.write_summary("completed", 3, {"loss": 0.5})
+    assert read_summary(str(tmp_path), "demo", "toy", "t")["status"] == "completed"
+    path = tmp_path / "demo" / "results" / "experiment=toy" / "t-summary.parquet"
+    path.write_bytes(path.read_bytes()[:-40])  # cut short: its footer is gone
+    with pytest.raises(ResultsError) as refused:
+        read_summary(str(tmp_path), "demo", "toy", "t")
+    message = str(refused.value)
+    assert message.startswith(f"results: {path} is not a readable Parquet file") and "\n" not in message
+
+
 def test_compaction_keeps_every_row_once_and_is_idempotent(tmp_path):
     from dynagen.platform.results import compact_results, read_summary
 
