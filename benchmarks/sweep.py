@@ -13,7 +13,8 @@ JAX's persistent compilation cache is not used: on jax 0.5.3's CPU backend a ste
 move the particles (``benchmarks/jax_cache_check.py`` shows why on three small loops).
 
 Per sweep: wall seconds, efficiency, its ceilings (what the efficiency would be if the trials did nothing but
-their steps, metrics and plots; and with their compilation too), the trial processes used (trials with a
+their steps, metrics and plots; with their tracing and lowering too, which every process redoes even with a
+compilation cache; and with XLA's compilation as well), the trial processes used (trials with a
 ``time/process_start``: the others ran in a reused process) and the sum over trials of every ``time/<phase>``
 column of the summary rows. Run from the repository root: ``.venv/bin/python -m benchmarks.sweep``.
 """
@@ -120,7 +121,8 @@ def main() -> None:
     print(f"{SWEEP}: {spec.num_trials()} trials, {CONCURRENCY} at once on {CONCURRENCY} CPUs; Ray start-up {ray_start:.1f} s")
     print(f"pure step time (all trials, compiled beforehand): {steps:.1f} s on one core ({threaded:.1f} s with XLA's "
           f"threads on {len(os.sched_getaffinity(0))} cores)")
-    print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'(threaded)':>10} {'ceiling':>7} {'(compiled)':>10} {'processes':>9} "
+    print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'(threaded)':>10} {'ceiling':>7} {'(traced)':>8} {'(compiled)':>10} "
+          f"{'processes':>9} "
           f"{'completed':>9}  " + " ".join(f"{p[5:]:>13}" for p in phases))
     for label, (wall, summary) in rows.items():
         started = summary[summary["time/process_start"] > 0]["trial_id"]  # a group's seeds share its process
@@ -128,18 +130,20 @@ def main() -> None:
         completed = int((summary["status"] == "completed").sum())
         sums = " ".join(f"{summary[p].sum() if p in summary else float('nan'):>13.1f}" for p in phases)
         required = sum(summary[f"time/{phase}"].sum() for phase in REQUIRED_PHASES)
+        traced = required + summary["time/trace"].sum()
         print(f"{label:<6} {wall:>7.1f} {steps / (wall * CONCURRENCY):>10.2f} {threaded / (wall * CONCURRENCY):>10.2f} "
-              f"{steps / required:>7.2f} {steps / (required + summary['time/compile'].sum()):>10.2f} "
+              f"{steps / required:>7.2f} {steps / traced:>8.2f} {steps / (traced + summary['time/compile'].sum()):>10.2f} "
               f"{processes:>9} {completed:>9}  {sums}")
     print("(efficiency: one-core step time / (wall x concurrency); (threaded): the same with the step time of XLA's "
           "threads on every core; ceiling: the efficiency if the trials did nothing but their steps, metrics and plots, "
-          "the work the sweep must do, with no idle core; (compiled): the same plus its compilation; time/<phase>: "
+          "the work the sweep must do, with no idle core; (traced): the same plus its tracing and lowering, which a "
+          "compilation cache would leave; (compiled): plus XLA's compilation too; time/<phase>: "
           "seconds summed over the trials' summary rows)")
     summary = rows["groups"][1].sort_values("wall_time")
-    print(f"\nper trial, in finishing order: {'arch':<12} {'width':>5} {'seed':>4} {'new process':>11} {'compile s':>9} {'steps s':>8}")
+    print(f"\nper trial, in finishing order: {'arch':<12} {'width':>5} {'seed':>4} {'new process':>11} {'trace s':>7} {'compile s':>9} {'steps s':>8}")
     for _, row in summary.iterrows():
         print(f"{'':<30} {row['config.arch']:<12} {row['config.width']:>5} {row['seed']:>4} {'yes' if row['time/process_start'] > 0 else 'no':>11}"
-              f" {row['time/compile']:>9.1f} {row['time/steps']:>8.1f}")
+              f" {row['time/trace']:>7.1f} {row['time/compile']:>9.1f} {row['time/steps']:>8.1f}")
 
 
 if __name__ == "__main__":

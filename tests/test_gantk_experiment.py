@@ -180,3 +180,40 @@ def test_a_run_imports_no_tensorflow():
     probe = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.split()[-2:] == ["False", "False"]
+
+
+def test_covered_seconds_is_the_length_of_the_union_inside_the_phase():
+    from dynagen.models.gantk.train import covered_seconds
+
+    # [1, 4] ∪ [2, 3] (nested) ∪ [3.5, 6] ∪ [7, 8], inside the phase [0, 7.5]: [1, 6] and [7, 7.5]
+    assert covered_seconds([(3.5, 6.0), (1.0, 4.0), (2.0, 3.0), (7.0, 8.0)], 0.0, 7.5) == pytest.approx(5.5)
+    assert covered_seconds([(-2.0, 1.0)], 0.0, 7.5) == pytest.approx(1.0)  # a span begun before the phase
+    assert covered_seconds([], 0.0, 1.0) == 0.0
+
+
+def test_timings_count_a_nested_trace_once_and_add_up_to_the_phase():
+    """A jitted function that calls another one: the inner trace nests in the outer, and the phase's seconds split
+    into trace + compile + the rest with nothing counted twice."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    from dynagen.models.gantk import train
+
+    inner = jax.jit(lambda x: jnp.tanh(x) @ x.T)
+    outer = jax.jit(lambda x: inner(x).sum() + inner(2 * x).sum())  # new functions: traced and compiled here
+    timings = train.Timings()
+    start = time.perf_counter()
+    with timings("steps"):
+        jax.block_until_ready(outer(jnp.ones((64, 64))))
+        spans = list(train._compile_spans)  # JAX's events of this phase, as the listener recorded them
+    elapsed = time.perf_counter() - start
+    traced, compiled, steps = (timings.seconds[phase] for phase in ("trace", "compile", "steps"))
+    trace_spans = [end - begin for kind, begin, end in spans if kind == "trace"]
+    assert len(trace_spans) >= 3 and compiled > 0 and steps >= 0  # outer, inner (nested in it), lowering
+    assert max(trace_spans) <= traced < sum(trace_spans)  # the nested trace counted once
+    assert traced + compiled + steps == pytest.approx(elapsed, rel=0.05)
+    with timings("steps"):  # compiled now: neither tracing nor compilation
+        jax.block_until_ready(outer(jnp.ones((64, 64))))
+    assert (timings.seconds["trace"], timings.seconds["compile"]) == (traced, compiled)
