@@ -84,7 +84,9 @@ class RunContext(Protocol):
 
     def set_total_steps(self, total: int) -> None: ...  # when the loop's length is not the config's `steps`
 
-    def progress(self, phase: str, done: int, total: int) -> None: ...  # a validation/evaluation phase's progress
+    def progress(self, phase: str, done: int, total: int, step: int | None = None) -> None:
+        """A validation/evaluation phase's progress; ``step``: the training step it belongs to, if it runs before
+        that step's report."""
 
     def diverge(self, error: Diverged) -> None: ...  # this run ends as diverged (raises it, except in a seed group)
 
@@ -137,15 +139,19 @@ class Progress:
                        "steps_per_s": rate if rate > 0 else None, "eta_s": eta, "final": final, "phase": None}
         self._emit(final)
 
-    def phase(self, name: str, done: int, total: int) -> None:
+    def phase(self, name: str, done: int, total: int, step: int | None = None) -> None:
         """``done`` of ``total`` items (batches, samples) of a phase that is not a training step; its ETA from
-        the phase's own rate (the clock starts at ``done == 0``)."""
+        the phase's own rate (the clock starts at ``done == 0``). ``step``: the training step the phase belongs to
+        when it runs before that step's report (a validation at step s): shown instead of the last reported step,
+        whose metrics it drops."""
         now = time.monotonic()
         if done == 0:
             self._phase_start = now
         rate = done / max(now - self._phase_start, 1e-9)
         # before any report (an evaluation, a validation ahead of the first step) there is no step to show
         state = dict(self._state or {"step": None, "total": self.total, "metrics": {}, "steps_per_s": None, "eta_s": None, "final": False})
+        if step is not None and step != state["step"]:
+            state.update(step=min(step, self.total) if self.total else step, metrics={})
         state["phase"] = {"name": name, "done": done, "total": total, "eta_s": (total - done) / rate if rate > 0 and done < total else None}
         self._state = state
         self._emit(done >= total)
@@ -210,10 +216,11 @@ class BaseContext:
         if self._progress is not None:
             self._progress.total = total
 
-    def progress(self, phase: str, done: int, total: int) -> None:
-        """A phase that is not training (validation, evaluation): ``done`` of ``total`` items; rank 0 shows it."""
+    def progress(self, phase: str, done: int, total: int, step: int | None = None) -> None:
+        """A phase that is not training (validation, evaluation): ``done`` of ``total`` items, at training step
+        ``step`` if given (:meth:`Progress.phase`); rank 0 shows it."""
         if self.is_main and self._progress is not None:
-            self._progress.phase(phase, done, total)
+            self._progress.phase(phase, done, total, step)
 
     def diverge(self, error: Diverged) -> None:
         """The run ends as diverged at ``error.step``: for a run of its own, ``raise error``. A seed of a vectorised

@@ -155,6 +155,28 @@ def test_evaluate_shows_its_progress_up_to_the_total_on_a_pipe(tmp_path, experim
     assert (tmp_path / "eval" / "metrics.json").is_file()
 
 
+def test_a_validation_before_its_steps_report_shows_that_step_not_the_last_reported_one():
+    """SRVP validates at step s before reporting s: its progress line says step s, without step s - log_every's
+    metrics; a phase given no step (an evaluation after training) keeps the last reported step."""
+    import io
+
+    from dynagen.platform.console import ProgressDisplay
+    from dynagen.platform.context import Progress
+
+    stream = io.StringIO()
+    progress = Progress("srvp tiny", 10, 0.0, display=ProgressDisplay("srvp tiny", every_s=0.0, terminal=False, stream=stream))
+    progress.update(5, {"train/nll": 2.5}, final=False)
+    for done in range(3):
+        progress.phase("validation batches", done, 2, step=10)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("[srvp tiny] step 5/10 | train/nll 2.5"), lines
+    assert lines[-1].startswith("[srvp tiny] step 10/10 | ") and lines[-1].endswith("validation batches 2/2"), lines
+    assert all("train/nll" not in line for line in lines[1:]), lines
+    progress.update(10, {"train/nll": 1.5}, final=True)
+    progress.phase("evaluation", 0, 4)
+    assert stream.getvalue().splitlines()[-1].startswith("[srvp tiny] step 10/10 | train/nll 1.5 | "), stream.getvalue()
+
+
 def test_an_evaluate_option_cannot_take_the_progress_callbacks_name():
     from dynagen.platform.registry import EvaluateOptions, Experiment, ExperimentConfig
 

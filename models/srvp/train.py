@@ -133,7 +133,7 @@ def train(config, ctx) -> dict[str, float]:
             stop_if_diverged(all_finite(core), "srvp", "non-finite weights", step, f" (train/loss {metrics['train/loss']})")
             if ctx.is_main and (step % config.val_interval == 0 or last):
                 metrics["val/psnr"], (truth, chosen) = validate(core, val_batches, config, device,
-                                                                 progress=lambda done, total: ctx.progress("validation batches", done, total))
+                                                                 progress=lambda done, total: ctx.progress("validation batches", done, total, step))
                 save_samples(ctx, step, truth, chosen, config.nt_cond)
                 best.offer(metrics["val/psnr"], step, state, config)
             ctx.report(step, metrics, state=state, final=last)
