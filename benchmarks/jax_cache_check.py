@@ -36,10 +36,8 @@ bodies = {
     "matmul+grad": lambda i, x: x - 0.1 * jax.grad(lambda x: jnp.tanh(x @ x.T).sum())(x),
     "random": lambda i, x: x + jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(0), i), x.shape),
 }
-if sys.argv[3] == "traced":
-    loop = jax.jit(lambda x, n: jax.lax.fori_loop(0, n, bodies[sys.argv[1]], x))
-else:  # the trip count a constant of the compiled program
-    loop = jax.jit(lambda x, n: jax.lax.fori_loop(0, n, bodies[sys.argv[1]], x), static_argnums=1)
+fixed = sys.argv[3] == "fixed"  # the trip count a constant of the compiled program
+loop = jax.jit(lambda x, n: jax.lax.fori_loop(0, n, bodies[sys.argv[1]], x), static_argnums=(1,) if fixed else ())
 print(repr(float(loop(x0, 5).sum())))
 """
 

@@ -10,7 +10,7 @@ Side by side in one process, so that the load of a shared machine weighs on both
    "Vectorised seeds"), then with one trial per seed (``seeds``).
 
 JAX's persistent compilation cache is not used: on jax 0.5.3's CPU backend a step program loaded from it does not
-move the particles (``benchmarks/jax_cache_check.py`` shows why on three small loops).
+move the particles (``benchmarks/jax_cache_check.py`` shows why on small loops).
 
 Per sweep: wall seconds, efficiency, its ceilings (what the efficiency would be if the trials did nothing but
 their steps, metrics and plots; with their tracing and lowering too, which every process redoes even with a
@@ -122,8 +122,7 @@ def main() -> None:
     print(f"pure step time (all trials, compiled beforehand): {steps:.1f} s on one core ({threaded:.1f} s with XLA's "
           f"threads on {len(os.sched_getaffinity(0))} cores)")
     print(f"{'':<6} {'wall s':>7} {'efficiency':>10} {'(threaded)':>10} {'ceiling':>7} {'(traced)':>8} {'(compiled)':>10} "
-          f"{'processes':>9} "
-          f"{'completed':>9}  " + " ".join(f"{p[5:]:>13}" for p in phases))
+          f"{'processes':>9} {'completed':>9}  " + " ".join(f"{p[5:]:>13}" for p in phases))
     for label, (wall, summary) in rows.items():
         started = summary[summary["time/process_start"] > 0]["trial_id"]  # a group's seeds share its process
         processes = started.str.replace(r"-s\d+$", "", regex=True).nunique()

@@ -131,9 +131,7 @@ class Progress:
         if self._start_step is None:
             self._start_step, self._start_time = step, now
         rate = (step - self._start_step) / max(now - self._start_time, 1e-9)
-        position = min(step, self.total) if self.total else step
-        if final and self.total:
-            position = self.total
+        position = self.total if final and self.total else self._shown(step)
         eta = max(self.total - step, 0) / rate if self.total and rate > 0 and not final else None
         self._state = {"step": position, "total": self.total, "metrics": dict(list(metrics.items())[:4]),
                        "steps_per_s": rate if rate > 0 else None, "eta_s": eta, "final": final, "phase": None}
@@ -151,10 +149,14 @@ class Progress:
         # before any report (an evaluation, a validation ahead of the first step) there is no step to show
         state = dict(self._state or {"step": None, "total": self.total, "metrics": {}, "steps_per_s": None, "eta_s": None, "final": False})
         if step is not None and step != state["step"]:
-            state.update(step=min(step, self.total) if self.total else step, metrics={})
+            state.update(step=self._shown(step), metrics={})
         state["phase"] = {"name": name, "done": done, "total": total, "eta_s": (total - done) / rate if rate > 0 and done < total else None}
         self._state = state
         self._emit(done >= total)
+
+    def _shown(self, step: int) -> int:
+        """``step`` as the line shows it: never past the total."""
+        return min(step, self.total) if self.total else step
 
     def _emit(self, force: bool) -> None:
         if self.display is not None:

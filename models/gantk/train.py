@@ -37,7 +37,7 @@ COMPILE_EVENTS = {
     "/jax/core/compile/jaxpr_to_mlir_module_duration": "trace",
     "/jax/core/compile/backend_compile_duration": "compile",
 }
-# (phase, start, end) of each such event since the current Timings phase began (one listener per process). Spans, not
+# (phase, start, end) of each such event since the latest Timings phase began (one listener per process). Spans, not
 # a sum of durations: a function's trace holds the traces of the jitted functions it calls, whose events nest in it
 # (a sum counted 1.41 s of tracing in 0.99 s of a width-128 run's wall time).
 _compile_spans: list[tuple[str, float, float]] = []
@@ -83,7 +83,6 @@ class Timings:
             self.seconds["trace"] += traced
             self.seconds["compile"] += not_computing - traced
             self.seconds[phase] += end - start - not_computing
-            _compile_spans.clear()
 
     def row(self) -> dict[str, float]:
         return {f"time/{phase}": seconds for phase, seconds in self.seconds.items()}
